@@ -1,0 +1,40 @@
+"""`python -m distributed ...`: the command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from distributed import __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m distributed", description="distributed Stable Diffusion tools")
+    parser.add_argument("--version", action="version", version=f"distributed {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    from distributed.worker.server import add_worker_arguments
+
+    worker = commands.add_parser("worker", help="run a headless worker speaking the webui's /sdapi/v1 API")
+    add_worker_arguments(worker)
+    render = commands.add_parser("render", help="start a local tiny worker and render a few images into a folder")
+    from distributed.quickstart import add_render_arguments
+
+    add_render_arguments(render)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "worker":
+        from distributed.worker.server import run_worker
+
+        return run_worker(args)
+    if args.command == "render":
+        from distributed.quickstart import run_render
+
+        return run_render(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

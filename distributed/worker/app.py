@@ -1,0 +1,247 @@
+"""The worker's HTTP face: A1111's /sdapi/v1 routes over a WorkerService.
+
+Generation routes are plain `def` (they run in the thread pool and wait their turn in the service's queue);
+progress, interrupt and skip are `async def`, so they answer at once even while every pool thread waits.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import psutil
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from distributed import __version__
+from distributed.worker.checkpoints import ModelNotFoundError
+from distributed.worker.requests_check import RequestFieldError
+from distributed.worker.samplers import sampler_listing, schedule_listing
+from distributed.worker.schemas import Img2ImgRequest, Txt2ImgRequest
+from distributed.worker.service import WorkerService
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY = 64 * 1024 * 1024
+
+
+class BodyLimit:
+    """Refuse request bodies over `limit` bytes with 413, whether announced by Content-Length or streamed."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await _too_large(send, self.limit)
+                return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _BodyTooLarge:
+            await _too_large(send, self.limit)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    response = JSONResponse({"detail": f"request body over the limit of {limit} bytes"}, status_code=413)
+    await response({"type": "http"}, _no_receive, send)
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
+
+
+def parse_api_auth(value: str | None) -> dict[str, str]:
+    """A1111's --api-auth: "user:pass[,user2:pass2]"."""
+    credentials: dict[str, str] = {}
+    for item in (value or "").split(","):
+        if not item.strip():
+            continue
+        user, sep, password = item.strip().partition(":")
+        if not sep or not user:
+            raise ValueError("--api-auth takes user:password[,user:password...]")
+        credentials[user] = password
+    return credentials
+
+
+def _auth_dependency(credentials: dict[str, str]) -> Callable[[Request], Awaitable[None]]:
+    async def check(request: Request) -> None:
+        if not credentials:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        user = password = ""
+        if scheme.lower() == "basic":
+            try:
+                user, _, password = base64.b64decode(token, validate=True).decode("utf-8").partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                user = ""
+        expected = credentials.get(user)
+        if expected is None or not secrets.compare_digest(password.encode(), expected.encode()):
+            raise _AuthRefused
+
+    return check
+
+
+class _AuthRefused(Exception):
+    pass
+
+
+def _error(status: int, detail: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"detail": detail, **extra}, status_code=status)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(_AuthRefused)
+    async def auth_refused(request: Request, exc: _AuthRefused) -> JSONResponse:
+        response = _error(401, "Incorrect username or password")
+        response.headers["WWW-Authenticate"] = "Basic"
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        parts = []
+        for error in errors:
+            location = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+            parts.append(f"{location or 'body'}: {error.get('msg', 'invalid')}")
+        fields = [".".join(str(p) for p in e.get("loc", ()) if p != "body") for e in errors]
+        return _error(422, "; ".join(parts), fields=fields, error="ValidationError")
+
+    @app.exception_handler(RequestFieldError)
+    async def refused(request: Request, exc: RequestFieldError) -> JSONResponse:
+        return _error(422, str(exc), fields=[exc.field], error="RequestFieldError")
+
+    @app.exception_handler(ModelNotFoundError)
+    async def missing(request: Request, exc: ModelNotFoundError) -> JSONResponse:
+        return _error(404, str(exc), error="ModelNotFoundError", model=exc.name)
+
+
+
+def _at_job_boundary(path: str, work: Callable[[], Any]) -> Any:
+    """Run one job; a crash inside it becomes a 500 naming the cause, and the worker keeps serving."""
+    try:
+        return work()
+    except (RequestFieldError, ModelNotFoundError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the job boundary: record and answer, never take the server down
+        logger.exception("%s failed", path)
+        return _error(500, f"{type(exc).__name__}: {exc}", error=type(exc).__name__)
+
+
+def create_app(service: WorkerService, api_auth: str | None = None, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
+    app = FastAPI(title="distributed headless worker", version=__version__)
+    _install_error_handlers(app)
+    auth = Depends(_auth_dependency(parse_api_auth(api_auth)))
+    started = time.time()
+
+    @app.get("/internal/ping")
+    async def ping() -> dict[str, Any]:
+        return {}
+
+    @app.post("/sdapi/v1/txt2img", dependencies=[auth])
+    def txt2img(request: Txt2ImgRequest) -> Any:
+        return _at_job_boundary("txt2img", lambda: service.generate(request, "txt2img"))
+
+    @app.post("/sdapi/v1/img2img", dependencies=[auth])
+    def img2img(request: Img2ImgRequest) -> Any:
+        return _at_job_boundary("img2img", lambda: service.generate(request, "img2img"))
+
+    @app.get("/sdapi/v1/progress", dependencies=[auth])
+    async def progress(skip_current_image: bool = False) -> dict[str, Any]:
+        return service.state.progress(queued=max(0, service.queue.waiting - 1))
+
+    @app.post("/sdapi/v1/interrupt", dependencies=[auth])
+    async def interrupt() -> dict[str, Any]:
+        service.state.interrupt()
+        return {}
+
+    @app.post("/sdapi/v1/skip", dependencies=[auth])
+    async def skip() -> dict[str, Any]:
+        service.state.skip()
+        return {}
+
+    @app.get("/sdapi/v1/sd-models", dependencies=[auth])
+    def sd_models() -> list[dict[str, Any]]:
+        return service.sd_models()
+
+    @app.get("/sdapi/v1/sd-vae", dependencies=[auth])
+    def sd_vae() -> list[dict[str, str]]:
+        return service.sd_vaes()
+
+    @app.get("/sdapi/v1/loras", dependencies=[auth])
+    async def loras() -> list[dict[str, Any]]:
+        return []
+
+    @app.get("/sdapi/v1/options", dependencies=[auth])
+    async def get_options() -> dict[str, Any]:
+        return service.options.as_dict()
+
+    @app.post("/sdapi/v1/options", dependencies=[auth])
+    def set_options(update: dict[str, Any]) -> Any:
+        return _at_job_boundary("options", lambda: service.set_options(update) or {})
+
+    @app.get("/sdapi/v1/samplers", dependencies=[auth])
+    async def samplers() -> list[dict[str, Any]]:
+        return sampler_listing()
+
+    @app.get("/sdapi/v1/schedulers", dependencies=[auth])
+    async def schedulers() -> list[dict[str, Any]]:
+        return schedule_listing()
+
+    @app.get("/sdapi/v1/script-info", dependencies=[auth])
+    async def script_info() -> list[dict[str, Any]]:
+        return []
+
+    @app.get("/sdapi/v1/memory", dependencies=[auth])
+    async def memory() -> dict[str, Any]:
+        return _memory()
+
+    @app.get("/sdapi/v1/cmd-flags", dependencies=[auth])
+    async def cmd_flags() -> dict[str, Any]:
+        return {"distributed_worker": True, "uptime_s": round(time.time() - started, 1)}
+
+    return app
+
+
+def _memory() -> dict[str, Any]:
+    """/sdapi/v1/memory shaped like A1111's: ram in bytes, cuda when a GPU is present."""
+    process = psutil.Process()
+    total = psutil.virtual_memory().total
+    used = process.memory_info().rss
+    ram = {"free": total - used, "used": used, "total": total}
+    cuda: dict[str, Any] = {"error": "no cuda device"}
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            free, total_gpu = torch.cuda.mem_get_info()
+            cuda = {"system": {"free": free, "used": total_gpu - free, "total": total_gpu}}
+    except (ImportError, RuntimeError) as exc:
+        cuda = {"error": str(exc)}
+    return {"ram": ram, "cuda": cuda}
