@@ -52,9 +52,10 @@ def parse_infotext(text: str) -> tuple[str, str, dict[str, str]]:
     negative_lines: list[str] = []
     in_negative = False
     for line in lines:
-        if line.startswith("Negative prompt:"):
+        text = line
+        if text.startswith("Negative prompt:"):
             in_negative = True
-            line = line[len("Negative prompt:") :].lstrip()
-        (negative_lines if in_negative else prompt_lines).append(line)
+            text = text[len("Negative prompt:") :].lstrip()
+        (negative_lines if in_negative else prompt_lines).append(text)
     params = {key.strip(): _unquote(value.strip()) for key, value in _PARAM_RE.findall(last)}
     return "\n".join(prompt_lines), "\n".join(negative_lines), params

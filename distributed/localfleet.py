@@ -43,8 +43,20 @@ class LocalWorker:
         self.name = name
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        args = [sys.executable, "-m", "distributed", "worker", "--host", "127.0.0.1", "--port", str(self.port),
-                "--model", model, "--log-level", "info"]
+        args = [
+            sys.executable,
+            "-m",
+            "distributed",
+            "worker",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--model",
+            model,
+            "--log-level",
+            "info",
+        ]
         if emulate_ipm is not None:
             args += ["--emulate-ipm", str(emulate_ipm)]
         if threads:
@@ -63,8 +75,9 @@ class LocalWorker:
             self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, env=env
         )
         assert self._process.stdout is not None
-        self._reader = threading.Thread(target=self._read, args=(self._process.stdout,), daemon=True,
-                                        name=f"log-{self.name}")
+        self._reader = threading.Thread(
+            target=self._read, args=(self._process.stdout,), daemon=True, name=f"log-{self.name}"
+        )
         self._reader.start()
         if not self._ready.wait(timeout):
             self.stop()
@@ -115,6 +128,8 @@ class LocalWorker:
                 self._process.wait(timeout=timeout)
         if self._reader is not None:
             self._reader.join(timeout=timeout)
+        if self._process.stdout is not None:
+            self._process.stdout.close()
 
     def __enter__(self) -> LocalWorker:
         return self.start()

@@ -31,18 +31,28 @@ def run_render(args: argparse.Namespace) -> int:
     started = time.monotonic()
     with LocalWorker("render", threads=None) as worker:
         ready = time.monotonic() - started
-        payload = {"prompt": args.prompt, "seed": args.seed, "batch_size": args.images, "width": args.size,
-                   "height": args.size, "steps": args.steps, "sampler_name": "Euler a", "cfg_scale": 7.0}
+        payload = {
+            "prompt": args.prompt,
+            "seed": args.seed,
+            "batch_size": args.images,
+            "width": args.size,
+            "height": args.size,
+            "steps": args.steps,
+            "sampler_name": "Euler a",
+            "cfg_scale": 7.0,
+        }
         response = requests.post(f"{worker.url}/sdapi/v1/txt2img", json=payload, timeout=(5, 600))
         response.raise_for_status()
         body = response.json()
     info = json.loads(body["info"])
     width = len(str(len(body["images"]) - 1))
-    for index, (encoded, seed) in enumerate(zip(body["images"], info["all_seeds"])):
+    for index, (encoded, seed) in enumerate(zip(body["images"], info["all_seeds"], strict=False)):
         path = args.out / f"{index:0{max(width, 5)}d}-{seed}.png"
         path.write_bytes(base64.b64decode(encoded))
         text = png_parameters(decode_base64_image(encoded)) or ""
         print(f"{path}  {text.splitlines()[-1] if text else ''}")
-    print(f"worker ready in {ready:.1f} s; {len(body['images'])} images in {time.monotonic() - started:.1f} s "
-          f"written to {args.out}/")
+    print(
+        f"worker ready in {ready:.1f} s; {len(body['images'])} images in {time.monotonic() - started:.1f} s "
+        f"written to {args.out}/"
+    )
     return 0

@@ -33,11 +33,16 @@ DEFAULT_MAX_BODY = 64 * 1024 * 1024
 
 
 class BodyLimit:
-    """Refuse request bodies over `limit` bytes with 413, whether announced by Content-Length or streamed."""
+    """Refuse request bodies over `limit` bytes with 413, whether announced by Content-Length or streamed.
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    The rest of an oversized body is read and dropped (up to `drain_factor` x `limit`) before answering, so that the
+    client, still sending, sees the 413 rather than a broken connection; memory stays bounded either way.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, drain_factor: int = 4) -> None:
         self.app = app
         self.limit = limit
+        self.drain_limit = limit * drain_factor
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -45,7 +50,7 @@ class BodyLimit:
             return
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await _too_large(send, self.limit)
+                await self._refuse(receive, send, 0)
                 return
         seen = 0
 
@@ -60,16 +65,23 @@ class BodyLimit:
         try:
             await self.app(scope, limited, send)
         except _BodyTooLarge:
-            await _too_large(send, self.limit)
+            await self._refuse(receive, send, seen)
+
+    async def _refuse(self, receive: Receive, send: Send, seen: int) -> None:
+        message: Message = {"more_body": True}
+        while message.get("more_body", False) and seen <= self.drain_limit:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            seen += len(message.get("body", b""))
+        response = JSONResponse({"detail": f"request body over the limit of {self.limit} bytes"}, status_code=413)
+        if message.get("more_body", False):
+            response.headers["Connection"] = "close"
+        await response({"type": "http"}, _no_receive, send)
 
 
 class _BodyTooLarge(Exception):
     pass
-
-
-async def _too_large(send: Send, limit: int) -> None:
-    response = JSONResponse({"detail": f"request body over the limit of {limit} bytes"}, status_code=413)
-    await response({"type": "http"}, _no_receive, send)
 
 
 async def _no_receive() -> Message:
@@ -142,20 +154,20 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(404, str(exc), error="ModelNotFoundError", model=exc.name)
 
 
-
 def _at_job_boundary(path: str, work: Callable[[], Any]) -> Any:
     """Run one job; a crash inside it becomes a 500 naming the cause, and the worker keeps serving."""
     try:
         return work()
     except (RequestFieldError, ModelNotFoundError):
         raise
-    except Exception as exc:  # noqa: BLE001 - the job boundary: record and answer, never take the server down
+    except Exception as exc:
         logger.exception("%s failed", path)
         return _error(500, f"{type(exc).__name__}: {exc}", error=type(exc).__name__)
 
 
 def create_app(service: WorkerService, api_auth: str | None = None, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
     app = FastAPI(title="distributed headless worker", version=__version__)
+    app.add_middleware(BodyLimit, limit=max_body)
     _install_error_handlers(app)
     auth = Depends(_auth_dependency(parse_api_auth(api_auth)))
     started = time.time()
@@ -204,7 +216,11 @@ def create_app(service: WorkerService, api_auth: str | None = None, max_body: in
 
     @app.post("/sdapi/v1/options", dependencies=[auth])
     def set_options(update: dict[str, Any]) -> Any:
-        return _at_job_boundary("options", lambda: service.set_options(update) or {})
+        def apply() -> dict[str, Any]:
+            service.set_options(update)
+            return {}
+
+        return _at_job_boundary("options", apply)
 
     @app.get("/sdapi/v1/samplers", dependencies=[auth])
     async def samplers() -> list[dict[str, Any]]:

@@ -82,9 +82,9 @@ class CheckpointRegistry:
         candidates: list[tuple[str, Path]] = []
         if folder is not None and folder.is_dir():
             for path in sorted(folder.rglob("*")):
-                if path.is_file() and path.suffix in CHECKPOINT_SUFFIXES:
-                    candidates.append((path.relative_to(folder).as_posix(), path))
-                elif path.is_dir() and (path / "model_index.json").is_file():
+                if (path.is_file() and path.suffix in CHECKPOINT_SUFFIXES) or (
+                    path.is_dir() and (path / "model_index.json").is_file()
+                ):
                     candidates.append((path.relative_to(folder).as_posix(), path))
         for path in self.extra:
             if all(p != path for _, p in candidates):

@@ -147,12 +147,24 @@ class JobState:
                 "queued": queued,
             }
             if s.job_count == 0:
-                return {"progress": 0.0, "eta_relative": 0.0, "state": state, "current_image": None,
-                        "textinfo": None, "current_task": None}
+                return {
+                    "progress": 0.0,
+                    "eta_relative": 0.0,
+                    "state": state,
+                    "current_image": None,
+                    "textinfo": None,
+                    "current_task": None,
+                }
             progress = 0.01 + s.job_no / s.job_count
             if s.sampling_steps > 0:
                 progress += 1 / s.job_count * s.sampling_step / s.sampling_steps
             elapsed = time.time() - s.time_start
             eta_relative = elapsed / progress - elapsed
-            return {"progress": min(progress, 1.0), "eta_relative": eta_relative, "state": state,
-                    "current_image": None, "textinfo": None, "current_task": s.job}
+            return {
+                "progress": min(progress, 1.0),
+                "eta_relative": eta_relative,
+                "state": state,
+                "current_image": None,
+                "textinfo": None,
+                "current_task": s.job,
+            }

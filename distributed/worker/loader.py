@@ -99,14 +99,15 @@ def load_vae(components: Components, path: Path) -> Components:
     state = load_file(str(path)) if path.suffix == ".safetensors" else torch.load(path, map_location="cpu")
     state = state.get("state_dict", state)
     vae = AutoencoderKL.from_config(components.vae.config)
-    if any(k.startswith("encoder.down.") or k.startswith("first_stage_model.") for k in state):
+    if any(k.startswith(("encoder.down.", "first_stage_model.")) for k in state):
         state = convert_ldm_vae_checkpoint(state, vae.config)
     try:
         vae.load_state_dict(state)
     except RuntimeError as exc:
         raise CheckpointLoadError(f"VAE {path.name} does not fit this checkpoint: {exc}") from exc
-    return Components(components.unet, vae.eval(), components.text_encoder, components.tokenizer,
-                      components.scheduler_config)
+    return Components(
+        components.unet, vae.eval(), components.text_encoder, components.tokenizer, components.scheduler_config
+    )
 
 
 class ModelCache:

@@ -67,7 +67,7 @@ def initial_noise(
 ) -> tuple[torch.Tensor, list[torch.Generator]]:
     noises = []
     generators = []
-    for seed, subseed in zip(seeds, subseeds):
+    for seed, subseed in zip(seeds, subseeds, strict=True):
         subnoise = None
         if strength > 0:
             subnoise = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(subseed))
@@ -115,9 +115,13 @@ def _accepts_generator(scheduler: object) -> bool:
     return "generator" in inspect.signature(scheduler.step).parameters  # type: ignore[attr-defined]
 
 
-@torch.no_grad()
 def render_batch(components: Components, spec: BatchSpec, on_step: StepCallback) -> list[Image.Image]:
     """Render one batch; stops early (and still decodes) when `on_step` says so."""
+    with torch.inference_mode():
+        return _render_batch(components, spec, on_step)
+
+
+def _render_batch(components: Components, spec: BatchSpec, on_step: StepCallback) -> list[Image.Image]:
     count = len(spec.seeds)
     factor = components.vae_scale_factor
     latent_shape = (4, spec.height // factor, spec.width // factor)
@@ -182,6 +186,6 @@ def render_batch(components: Components, spec: BatchSpec, on_step: StepCallback)
     if spec.inpainting is not None and spec.init_images is not None:
         images = [
             Image.composite(image, original.convert("RGB"), spec.inpainting.mask)
-            for image, original in zip(images, spec.init_images)
+            for image, original in zip(images, spec.init_images, strict=True)
         ]
     return images

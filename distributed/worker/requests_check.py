@@ -83,7 +83,8 @@ def image_inputs(request: Img2ImgRequest) -> ImageInputs:
         raise RequestFieldError("init_images", "img2img needs at least one init image")
     if len(request.init_images) not in (1, request.batch_size):
         raise RequestFieldError(
-            "init_images", f"{len(request.init_images)} images for batch_size {request.batch_size}; send 1 or one per image"
+            "init_images",
+            f"{len(request.init_images)} images for batch_size {request.batch_size}; send 1 or one per image",
         )
     images = [
         resize_image(_decode(text, f"init_images[{i}]"), request.resize_mode, request.width, request.height).convert(

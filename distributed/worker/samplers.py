@@ -137,15 +137,19 @@ def make_scheduler(choice: SamplerChoice, model_config: dict[str, Any]) -> Sched
 def sampler_listing() -> list[dict[str, Any]]:
     """The /sdapi/v1/samplers answer, shaped like A1111's."""
     return [
-        {"name": s.name, "aliases": list(s.aliases), "options": {"scheduler": s.default_schedule}}
-        for s in SAMPLERS
+        {"name": s.name, "aliases": list(s.aliases), "options": {"scheduler": s.default_schedule}} for s in SAMPLERS
     ]
 
 
 def schedule_listing() -> list[dict[str, Any]]:
     """The /sdapi/v1/schedulers answer, shaped like A1111's."""
     return [
-        {"name": s.name, "label": s.label, "aliases": list(s.aliases) or None, "default_rho": -1,
-         "need_inner_model": False}
+        {
+            "name": s.name,
+            "label": s.label,
+            "aliases": list(s.aliases) or None,
+            "default_rho": -1,
+            "need_inner_model": False,
+        }
         for s in SCHEDULES
     ]

@@ -13,13 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field
 MAX_SEED = 2**53  # JSON-safe integers; seed + image index stays below torch's limit
 MAX_BATCH_SIZE = 64
 MAX_N_ITER = 1000
+MAX_PROMPT = 100_000  # characters; CLIP reads 75 tokens per chunk, and a longer text only costs tokenizer time
 
 
 class Txt2ImgRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    prompt: str = ""
-    negative_prompt: str = ""
+    prompt: str = Field("", max_length=MAX_PROMPT)
+    negative_prompt: str = Field("", max_length=MAX_PROMPT)
     styles: list[str] | None = None
     seed: int = Field(-1, ge=-1, le=MAX_SEED)
     subseed: int = Field(-1, ge=-1, le=MAX_SEED)
@@ -64,8 +65,8 @@ class Txt2ImgRequest(BaseModel):
     hr_checkpoint_name: str | None = None
     hr_sampler_name: str | None = None
     hr_scheduler: str | None = None
-    hr_prompt: str = ""
-    hr_negative_prompt: str = ""
+    hr_prompt: str = Field("", max_length=MAX_PROMPT)
+    hr_negative_prompt: str = Field("", max_length=MAX_PROMPT)
     force_task_id: str | None = None
     script_name: str | None = None
     script_args: list[Any] = Field(default_factory=list)

@@ -16,17 +16,29 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=7861, help="port to listen on (default 7861)")
     parser.add_argument(
-        "--model", default=TINY, help="'tiny' (built-in test model), a checkpoint file or diffusers folder, "
-        "or the name of a checkpoint in --models-dir (default tiny)"
+        "--model",
+        default=TINY,
+        help="'tiny' (built-in test model), a checkpoint file or diffusers folder, "
+        "or the name of a checkpoint in --models-dir (default tiny)",
     )
-    parser.add_argument("--models-dir", type=Path, default=None,
-                        help="a folder in A1111's layout: Stable-diffusion/, VAE/, Lora/")
+    parser.add_argument(
+        "--models-dir", type=Path, default=None, help="a folder in A1111's layout: Stable-diffusion/, VAE/, Lora/"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--emulate-ipm", type=float, default=None, metavar="X",
-                        help="EMULATION for tests/benchmarks: each image takes at least 60/X s at 64x64, 4 steps, "
-                        "scaled by width x height x steps")
-    parser.add_argument("--api-auth", default=None, metavar="USER:PASS[,USER:PASS]",
-                        help="HTTP basic auth on every /sdapi route, as A1111's flag (or DISTRIBUTED_WORKER_API_AUTH)")
+    parser.add_argument(
+        "--emulate-ipm",
+        type=float,
+        default=None,
+        metavar="X",
+        help="EMULATION for tests/benchmarks: each image takes at least 60/X s at 64x64, 4 steps, "
+        "scaled by width x height x steps",
+    )
+    parser.add_argument(
+        "--api-auth",
+        default=None,
+        metavar="USER:PASS[,USER:PASS]",
+        help="HTTP basic auth on every /sdapi route, as A1111's flag (or DISTRIBUTED_WORKER_API_AUTH)",
+    )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default auto)")
     parser.add_argument("--max-pixels", type=int, default=2048 * 2048, help="largest width x height accepted")
     parser.add_argument("--max-body-mb", type=int, default=64, help="largest request body accepted, in MiB")

@@ -115,7 +115,9 @@ class WorkerService:
                 "hash": c.shorthash,
                 "sha256": c.sha256,
                 "filename": str(c.path) if c.path else c.name,
-                "config": str(c.path.with_suffix(".yaml")) if c.path and c.path.with_suffix(".yaml").is_file() else None,
+                "config": str(c.path.with_suffix(".yaml"))
+                if c.path and c.path.with_suffix(".yaml").is_file()
+                else None,
             }
             for c in self.registry.checkpoints
         ]
@@ -196,18 +198,26 @@ class WorkerService:
                     break
                 first = batch * request.batch_size
                 indices = range(first, first + request.batch_size)
-                spec = self._batch_spec(request, choice, prompt, negative, inputs, clip_skip, all_seeds, all_subseeds,
-                                        indices)
-                self.state.begin_batch(batch, request.batch_size, request.width, request.height,
-                                       _steps_run(request, inputs))
+                spec = self._batch_spec(
+                    request, choice, prompt, negative, inputs, clip_skip, all_seeds, all_subseeds, indices
+                )
+                self.state.begin_batch(
+                    batch, request.batch_size, request.width, request.height, _steps_run(request, inputs)
+                )
                 images += render_batch(loaded.components, spec, self.state.after_step)
         finally:
             self.state.end()
-        params = [self._params(request, choice, loaded, clip_skip, all_seeds[i], all_subseeds[i], inputs)
-                  for i in range(len(images))]
+        params = [
+            self._params(request, choice, loaded, clip_skip, all_seeds[i], all_subseeds[i], inputs)
+            for i in range(len(images))
+        ]
         infotexts = [build_infotext(request.prompt, request.negative_prompt, p) for p in params]
         info = self._info(request, choice, loaded, clip_skip, seed, subseed, all_seeds, all_subseeds, infotexts, total)
-        encoded = [png_to_base64(image, text) for image, text in zip(images, infotexts)] if request.send_images else []
+        encoded = (
+            [png_to_base64(image, text) for image, text in zip(images, infotexts, strict=True)]
+            if request.send_images
+            else []
+        )
         parameters = request.model_dump()
         if isinstance(request, Img2ImgRequest) and not request.include_init_images:
             parameters["init_images"] = None

@@ -1,0 +1,217 @@
+"""The worker's API beyond generation: models, options, progress, interrupt/skip, queue order, errors, auth."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from distributed.localfleet import LocalWorker
+from tests.helpers import TIMEOUT, info, max_diff, ok, txt2img
+from tests.integration.conftest import AUTH, SHARED_MODEL
+
+
+def _in_background(call: Callable[[], requests.Response]) -> tuple[threading.Thread, dict[str, Any]]:
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        result["response"] = call()
+        result["finished"] = time.monotonic()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, result
+
+
+def _wait_for_step(url: str, minimum_step: int = 1, deadline_s: float = 30.0) -> dict[str, Any]:
+    """Ask /progress until the job has done a step; a bounded wait, as a client would do it."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        progress = requests.get(f"{url}/sdapi/v1/progress", timeout=TIMEOUT).json()
+        if progress["state"]["job_count"] and progress["state"]["sampling_step"] >= minimum_step:
+            return dict(progress)
+        threading.Event().wait(0.05)
+    raise AssertionError("the job never reported a finished step")
+
+
+def test_progress_while_busy_and_idle(slow: LocalWorker) -> None:
+    idle = requests.get(f"{slow.url}/sdapi/v1/progress", timeout=TIMEOUT).json()
+    assert idle["progress"] == 0
+    assert idle["state"]["job_count"] == 0
+    thread, result = _in_background(lambda: txt2img(slow.url, n_iter=2, steps=8, seed=1))
+    progress = _wait_for_step(slow.url)
+    assert progress["state"]["job_count"] == 2
+    assert progress["state"]["sampling_steps"] == 8
+    assert 0 < progress["progress"] < 1
+    assert progress["eta_relative"] > 0
+    thread.join(timeout=60)
+    assert len(ok(result["response"])["images"]) == 2
+
+
+def test_interrupt_returns_early_with_images(slow: LocalWorker) -> None:
+    # four images of two seconds each; interrupt during the first
+    thread, result = _in_background(lambda: txt2img(slow.url, n_iter=4, steps=8, seed=20))
+    _wait_for_step(slow.url)
+    asked = time.monotonic()
+    assert requests.post(f"{slow.url}/sdapi/v1/interrupt", timeout=TIMEOUT).status_code == 200
+    thread.join(timeout=30)
+    body = ok(result["response"])
+    assert result["finished"] - asked < 1.0
+    assert 1 <= len(body["images"]) < 4
+    assert info(body)["all_seeds"] == [20, 21, 22, 23]
+    # the next job is not affected by the interrupt
+    assert len(ok(txt2img(slow.url, seed=1))["images"]) == 1
+
+
+def test_skip_ends_only_the_current_batch(slow: LocalWorker) -> None:
+    thread, result = _in_background(lambda: txt2img(slow.url, n_iter=2, steps=8, seed=30))
+    _wait_for_step(slow.url)
+    started = time.monotonic()
+    requests.post(f"{slow.url}/sdapi/v1/skip", timeout=TIMEOUT)
+    thread.join(timeout=30)
+    body = ok(result["response"])
+    assert len(body["images"]) == 2
+    assert result["finished"] - started < 3.0  # the second image (2 s) still ran, the first did not finish
+
+
+def test_concurrent_requests_are_served_in_order(slow: LocalWorker) -> None:
+    calls = []
+    for seed in (1, 2, 3):
+        calls.append(_in_background(lambda seed=seed: txt2img(slow.url, seed=seed)))
+        # the first is running before the next arrives; each later one queues behind
+        _wait_for_step(slow.url) if seed == 1 else threading.Event().wait(0.3)
+    for thread, _ in calls:
+        thread.join(timeout=60)
+    finishes = [result["finished"] for _, result in calls]
+    assert finishes == sorted(finishes)
+    assert [info(ok(result["response"]))["seed"] for _, result in calls] == [1, 2, 3]
+    assert finishes[2] - finishes[0] >= 1.8  # one at a time: each took its full second
+
+
+def test_models_listing_and_options(worker: LocalWorker) -> None:
+    models = requests.get(f"{worker.url}/sdapi/v1/sd-models", timeout=TIMEOUT).json()
+    names = {m["model_name"] for m in models}
+    assert {"tiny", "other"} <= names
+    tiny = next(m for m in models if m["model_name"] == "tiny")
+    assert tiny["hash"] and tiny["title"] == f"tiny [{tiny['hash']}]"
+    options = requests.get(f"{worker.url}/sdapi/v1/options", timeout=TIMEOUT).json()
+    assert options["sd_model_checkpoint"] == tiny["title"]
+    samplers = {s["name"] for s in requests.get(f"{worker.url}/sdapi/v1/samplers", timeout=TIMEOUT).json()}
+    assert {"Euler", "Euler a", "DPM++ 2M", "DDIM"} <= samplers
+    assert requests.get(f"{worker.url}/sdapi/v1/script-info", timeout=TIMEOUT).json() == []
+    memory = requests.get(f"{worker.url}/sdapi/v1/memory", timeout=TIMEOUT).json()
+    assert memory["ram"]["total"] > 0
+    assert requests.get(f"{worker.url}/internal/ping", timeout=TIMEOUT).status_code == 200
+
+
+def test_switching_models_by_option_and_per_request(worker: LocalWorker) -> None:
+    base = ok(txt2img(worker.url, seed=9))
+    per_request = ok(txt2img(worker.url, seed=9, override_settings={"sd_model_checkpoint": "other"}))
+    assert max_diff(base["images"][0], per_request["images"][0]) > 3
+    assert info(per_request)["sd_model_name"] == "other"
+    # restored afterwards, as A1111 does by default
+    options = requests.get(f"{worker.url}/sdapi/v1/options", timeout=TIMEOUT).json()
+    assert options["sd_model_checkpoint"].startswith("tiny")
+    assert ok(txt2img(worker.url, seed=9))["images"] == base["images"]
+    try:
+        switched = requests.post(
+            f"{worker.url}/sdapi/v1/options", json={"sd_model_checkpoint": "other"}, timeout=TIMEOUT
+        )
+        assert switched.status_code == 200, switched.text
+        assert ok(txt2img(worker.url, seed=9))["images"] == per_request["images"]
+    finally:
+        requests.post(f"{worker.url}/sdapi/v1/options", json={"sd_model_checkpoint": "tiny"}, timeout=TIMEOUT)
+
+
+@pytest.mark.skipif(not SHARED_MODEL.is_dir(), reason="needs ../shared/webui-tiny-model")
+def test_a1111_single_file_checkpoint_loads_offline(worker: LocalWorker, models_dir: Path) -> None:
+    body = ok(txt2img(worker.url, seed=1, batch_size=2, override_settings={"sd_model_checkpoint": "tiny-sd"}))
+    details = info(body)
+    assert details["sd_model_name"] == "tiny-sd"
+    assert details["sd_model_hash"] == "97f9c2dd23"  # A1111's short sha256 of the file
+    single = ok(txt2img(worker.url, seed=2, override_settings={"sd_model_checkpoint": "tiny-sd.safetensors"}))
+    assert max_diff(body["images"][1], single["images"][0]) <= 1
+
+
+def _detail(response: requests.Response) -> str:
+    return str(response.json()["detail"])
+
+
+def test_unknown_model_is_404_naming_it(worker: LocalWorker) -> None:
+    response = txt2img(worker.url, override_settings={"sd_model_checkpoint": "nonexistent-v9"})
+    assert response.status_code == 404
+    assert "nonexistent-v9" in _detail(response)
+    response = requests.post(
+        f"{worker.url}/sdapi/v1/options", json={"sd_model_checkpoint": "nonexistent-v9"}, timeout=TIMEOUT
+    )
+    assert response.status_code == 404
+    assert "nonexistent-v9" in _detail(response)
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"sampler_name": "Warp Drive"}, "sampler_name"),
+        ({"scheduler": "Sideways"}, "scheduler"),
+        ({"steps": 0}, "steps"),
+        ({"width": 65}, "width"),
+        ({"batch_size": "many"}, "batch_size"),
+        ({"subseed_strength": 3}, "subseed_strength"),
+        ({"enable_hr": True}, "enable_hr"),
+        ({"alwayson_scripts": {"controlnet": {"args": []}}}, "alwayson_scripts.controlnet"),
+        ({"prompt": "a cat <lora:catstyle:0.8>"}, "prompt"),
+        ({"width": 4096, "height": 4096}, "width"),
+    ],
+)
+def test_invalid_fields_are_422_naming_the_field(worker: LocalWorker, payload: dict[str, Any], field: str) -> None:
+    response = txt2img(worker.url, **payload)
+    assert response.status_code == 422, response.text
+    assert field in _detail(response)
+
+
+def test_bad_img2img_inputs_are_422(worker: LocalWorker) -> None:
+    url = f"{worker.url}/sdapi/v1/img2img"
+    response = requests.post(url, json={"prompt": "x", "width": 64, "height": 64}, timeout=TIMEOUT)
+    assert response.status_code == 422
+    assert "init_images" in _detail(response)
+    response = requests.post(
+        url, json={"init_images": ["bm90IGFuIGltYWdl"], "width": 64, "height": 64}, timeout=TIMEOUT
+    )
+    assert response.status_code == 422
+    assert "init_images[0]" in _detail(response)
+
+
+def test_malformed_and_oversized_bodies_are_4xx(worker: LocalWorker) -> None:
+    url = f"{worker.url}/sdapi/v1/txt2img"
+    malformed = requests.post(url, data=b"{not json", headers={"content-type": "application/json"}, timeout=TIMEOUT)
+    assert 400 <= malformed.status_code < 500
+    huge = b'{"prompt": "' + b"a" * (65 * 1024 * 1024) + b'"}'
+    oversized = requests.post(url, data=huge, headers={"content-type": "application/json"}, timeout=TIMEOUT)
+    assert oversized.status_code == 413
+
+
+def test_pipeline_failure_is_500_and_the_worker_keeps_serving(worker: LocalWorker) -> None:
+    # a CFG scale this large overflows float32 inside the sampler: the NaN check must catch it
+    response = txt2img(worker.url, cfg_scale=1e38, seed=1)
+    assert response.status_code == 500
+    assert "NaN" in _detail(response)
+    assert len(ok(txt2img(worker.url, seed=1))["images"]) == 1
+    idle = requests.get(f"{worker.url}/sdapi/v1/progress", timeout=TIMEOUT).json()
+    assert idle["state"]["job_count"] == 0
+
+
+def test_auth_accepted_and_refused(twin: LocalWorker) -> None:
+    assert txt2img(twin.url).status_code == 401
+    assert txt2img(twin.url, auth=(AUTH[0], "wrong")).status_code == 401
+    assert txt2img(twin.url, auth=("mallory", AUTH[1])).status_code == 401
+    refused = requests.get(f"{twin.url}/sdapi/v1/options", timeout=TIMEOUT)
+    assert refused.status_code == 401
+    assert refused.headers["WWW-Authenticate"] == "Basic"
+    assert len(ok(txt2img(twin.url, auth=AUTH))["images"]) == 1
+    assert requests.get(f"{twin.url}/sdapi/v1/progress", auth=AUTH, timeout=TIMEOUT).status_code == 200
+    assert AUTH[1] not in "\n".join(twin.log_lines)
