@@ -52,3 +52,19 @@ def png_parameters(image: Image.Image) -> str | None:
     """The infotext stored in a PNG's `parameters` chunk, if any."""
     value = image.info.get("parameters")
     return value if isinstance(value, str) else None
+
+
+def contact_sheet(images: list[Image.Image], columns: int = 6, scale: int = 2, gap: int = 4) -> Image.Image:
+    """All images in a grid, in index order, each enlarged `scale` times (nearest neighbour keeps pixels honest)."""
+    if not images:
+        raise ValueError("a contact sheet needs at least one image")
+    width = max(image.width for image in images) * scale
+    height = max(image.height for image in images) * scale
+    columns = max(1, min(columns, len(images)))
+    rows = -(-len(images) // columns)
+    sheet = Image.new("RGB", (columns * (width + gap) + gap, rows * (height + gap) + gap), (24, 24, 24))
+    for index, image in enumerate(images):
+        row, column = divmod(index, columns)
+        enlarged = image.convert("RGB").resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+        sheet.paste(enlarged, (gap + column * (width + gap), gap + row * (height + gap)))
+    return sheet

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import requests
 
-from distributed.images import decode_base64_image, png_parameters
+from distributed.images import contact_sheet, decode_base64_image, png_parameters
 from distributed.localfleet import LocalWorker
 
 
@@ -45,12 +45,15 @@ def run_render(args: argparse.Namespace) -> int:
         response.raise_for_status()
         body = response.json()
     info = json.loads(body["info"])
-    width = len(str(len(body["images"]) - 1))
+    images = []
     for index, (encoded, seed) in enumerate(zip(body["images"], info["all_seeds"], strict=False)):
-        path = args.out / f"{index:0{max(width, 5)}d}-{seed}.png"
+        path = args.out / f"{index:05d}-{seed}.png"
         path.write_bytes(base64.b64decode(encoded))
-        text = png_parameters(decode_base64_image(encoded)) or ""
+        image = decode_base64_image(encoded)
+        images.append(image)
+        text = png_parameters(image) or ""
         print(f"{path}  {text.splitlines()[-1] if text else ''}")
+    contact_sheet(images).save(args.out / "contact-sheet.png")
     print(
         f"worker ready in {ready:.1f} s; {len(body['images'])} images in {time.monotonic() - started:.1f} s "
         f"written to {args.out}/"

@@ -35,6 +35,8 @@ class Components:
         return next(self.unet.parameters()).dtype
 
     def to(self, device: str, dtype: torch.dtype) -> Components:
+        if self.device == torch.device(device) and self.dtype == dtype:
+            return self
         for module in (self.unet, self.vae, self.text_encoder):
             module.to(device=device, dtype=dtype)
         return self

@@ -82,6 +82,6 @@ def run_worker(args: argparse.Namespace) -> int:
     )
     service.load_initial()
     app = create_app(service, api_auth, max_body=args.max_body_mb * 1024 * 1024)
-    logger.info("worker ready on http://%s:%d with model %s", args.host, args.port, service.options.sd_model_checkpoint)
+    logger.info("model %s loaded; serving on http://%s:%d", service.options.sd_model_checkpoint, args.host, args.port)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
     return 0
