@@ -82,8 +82,9 @@ class LocalWorker:
         if not self._ready.wait(timeout):
             self.stop()
             raise WorkerStartError(f"{self.name}: not ready after {timeout:.0f} s\n{self.log_tail()}")
-        if self._exited.is_set() and self._process.poll() is not None:
-            raise WorkerStartError(f"{self.name}: exited with status {self._process.returncode}\n{self.log_tail()}")
+        if self._exited.is_set():  # the output ended before the ready line: the process is exiting
+            status = self._process.wait(timeout=timeout)
+            raise WorkerStartError(f"{self.name}: exited with status {status}\n{self.log_tail()}")
         return self
 
     def _read(self, stream: IO[str]) -> None:

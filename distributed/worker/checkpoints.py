@@ -28,6 +28,10 @@ class ModelNotFoundError(LookupError):
         self.name = name
 
 
+class CheckpointLoadError(RuntimeError):
+    """A checkpoint that exists but cannot be loaded here (missing config, tokenizer, unknown layout)."""
+
+
 @dataclass
 class CheckpointInfo:
     name: str  # file name relative to the checkpoints folder, as A1111 shows it ("sub/model.safetensors")
@@ -69,7 +73,7 @@ class CheckpointRegistry:
 
     def __init__(self, models_dir: Path | None, extra: list[Path] | None = None, tiny_sha256: str | None = None):
         self.models_dir = models_dir
-        self.extra = [p.resolve() for p in extra or []]
+        self.extra = [p.absolute() for p in extra or []]
         self.tiny = CheckpointInfo(TINY, None, tiny_sha256)
         self.checkpoints: list[CheckpointInfo] = []
         self.vaes: dict[str, Path] = {}

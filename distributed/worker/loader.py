@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from distributed.worker.checkpoints import CheckpointInfo, file_sha256
+from distributed.worker.checkpoints import CheckpointInfo, CheckpointLoadError, file_sha256
 from distributed.worker.components import Components
 from distributed.worker.tiny import build_tiny_components
 
@@ -23,10 +23,6 @@ logger = logging.getLogger(__name__)
 
 _TEXT_ENCODER_PREFIX = "cond_stage_model.transformer."
 _DEFAULT_CLIP = "openai/clip-vit-large-patch14"
-
-
-class CheckpointLoadError(RuntimeError):
-    """A checkpoint that exists but cannot be loaded here (missing config, tokenizer, unknown layout)."""
 
 
 def components_sha256(components: Components) -> str:

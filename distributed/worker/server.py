@@ -7,7 +7,7 @@ import logging
 import os
 from pathlib import Path
 
-from distributed.worker.checkpoints import TINY, CheckpointRegistry
+from distributed.worker.checkpoints import TINY, CheckpointLoadError, CheckpointRegistry, ModelNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -75,12 +75,15 @@ def run_worker(args: argparse.Namespace) -> int:
     model = args.model
     if model != TINY and Path(model).exists():
         extra.append(Path(model))
-        model = str(Path(model).resolve())
+        model = str(Path(model).absolute())  # not resolve(): a symlinked checkpoint keeps its own sibling yaml
     registry = CheckpointRegistry(args.models_dir, extra)
-    service = WorkerService(
-        registry, model, emulate_ipm=args.emulate_ipm, max_pixels=args.max_pixels, device=_device(args.device)
-    )
-    service.load_initial()
+    try:
+        service = WorkerService(
+            registry, model, emulate_ipm=args.emulate_ipm, max_pixels=args.max_pixels, device=_device(args.device)
+        )
+        service.load_initial()
+    except (ModelNotFoundError, CheckpointLoadError) as exc:
+        raise SystemExit(f"cannot start the worker: {exc}") from exc
     app = create_app(service, api_auth, max_body=args.max_body_mb * 1024 * 1024)
     logger.info("model %s loaded; serving on http://%s:%d", service.options.sd_model_checkpoint, args.host, args.port)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)

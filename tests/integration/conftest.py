@@ -39,6 +39,31 @@ def _save_other_model(folder: Path) -> None:
     pipe.save_pretrained(folder)
 
 
+def _save_nudged_vae(path: Path) -> None:
+    """A VAE file in diffusers key layout that fits the tiny model, with its decoder changed."""
+    import torch
+    from safetensors.torch import save_file
+
+    from distributed.worker.tiny import build_tiny_components
+
+    state = build_tiny_components().vae.state_dict()
+    generator = torch.Generator().manual_seed(8)
+    nudged = {
+        key: value + torch.randn(value.shape, generator=generator) * 0.05 if key.startswith("decoder.") else value
+        for key, value in state.items()
+    }
+    save_file({k: v.contiguous() for k, v in nudged.items()}, str(path))
+
+
+def _save_ldm_vae(checkpoint: Path, path: Path) -> None:
+    """The shared checkpoint's own VAE as a separate file, in A1111's (ldm) key layout."""
+    from safetensors.torch import load_file, save_file
+
+    prefix = "first_stage_model."
+    state = load_file(str(checkpoint))
+    save_file({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}, str(path))
+
+
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("models")
@@ -46,11 +71,13 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     checkpoints.mkdir()
     _save_other_model(checkpoints / "other")
     (root / "VAE").mkdir()
+    _save_nudged_vae(root / "VAE" / "nudged.safetensors")
     if SHARED_MODEL.is_dir():
         (checkpoints / "tiny-sd.safetensors").symlink_to(SHARED_MODEL / "tiny-sd.safetensors")
         yaml = (SHARED_MODEL / "tiny-sd.yaml").read_text(encoding="utf-8")
         yaml = yaml.replace("TINY_CLIP_DIR", str(SHARED_MODEL / "tiny-clip"))
         (checkpoints / "tiny-sd.yaml").write_text(yaml, encoding="utf-8")
+        _save_ldm_vae(SHARED_MODEL / "tiny-sd.safetensors", root / "VAE" / "tiny-sd-vae.safetensors")
     return root
 
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
 from distributed.localfleet import LocalWorker
-from tests.helpers import TIMEOUT, info, max_diff, ok, txt2img
-from tests.integration.conftest import AUTH, SHARED_MODEL
+from tests.helpers import TIMEOUT, info, ok, txt2img
+from tests.integration.conftest import AUTH
 
 
 def _in_background(call: Callable[[], requests.Response]) -> tuple[threading.Thread, dict[str, Any]]:
@@ -91,51 +90,6 @@ def test_concurrent_requests_are_served_in_order(slow: LocalWorker) -> None:
     assert finishes == sorted(finishes)
     assert [info(ok(result["response"]))["seed"] for _, result in calls] == [1, 2, 3]
     assert finishes[2] - finishes[0] >= 1.8  # one at a time: each took its full second
-
-
-def test_models_listing_and_options(worker: LocalWorker) -> None:
-    models = requests.get(f"{worker.url}/sdapi/v1/sd-models", timeout=TIMEOUT).json()
-    names = {m["model_name"] for m in models}
-    assert {"tiny", "other"} <= names
-    tiny = next(m for m in models if m["model_name"] == "tiny")
-    assert tiny["hash"] and tiny["title"] == f"tiny [{tiny['hash']}]"
-    options = requests.get(f"{worker.url}/sdapi/v1/options", timeout=TIMEOUT).json()
-    assert options["sd_model_checkpoint"] == tiny["title"]
-    samplers = {s["name"] for s in requests.get(f"{worker.url}/sdapi/v1/samplers", timeout=TIMEOUT).json()}
-    assert {"Euler", "Euler a", "DPM++ 2M", "DDIM"} <= samplers
-    assert requests.get(f"{worker.url}/sdapi/v1/script-info", timeout=TIMEOUT).json() == []
-    memory = requests.get(f"{worker.url}/sdapi/v1/memory", timeout=TIMEOUT).json()
-    assert memory["ram"]["total"] > 0
-    assert requests.get(f"{worker.url}/internal/ping", timeout=TIMEOUT).status_code == 200
-
-
-def test_switching_models_by_option_and_per_request(worker: LocalWorker) -> None:
-    base = ok(txt2img(worker.url, seed=9))
-    per_request = ok(txt2img(worker.url, seed=9, override_settings={"sd_model_checkpoint": "other"}))
-    assert max_diff(base["images"][0], per_request["images"][0]) > 3
-    assert info(per_request)["sd_model_name"] == "other"
-    # restored afterwards, as A1111 does by default
-    options = requests.get(f"{worker.url}/sdapi/v1/options", timeout=TIMEOUT).json()
-    assert options["sd_model_checkpoint"].startswith("tiny")
-    assert ok(txt2img(worker.url, seed=9))["images"] == base["images"]
-    try:
-        switched = requests.post(
-            f"{worker.url}/sdapi/v1/options", json={"sd_model_checkpoint": "other"}, timeout=TIMEOUT
-        )
-        assert switched.status_code == 200, switched.text
-        assert ok(txt2img(worker.url, seed=9))["images"] == per_request["images"]
-    finally:
-        requests.post(f"{worker.url}/sdapi/v1/options", json={"sd_model_checkpoint": "tiny"}, timeout=TIMEOUT)
-
-
-@pytest.mark.skipif(not SHARED_MODEL.is_dir(), reason="needs ../shared/webui-tiny-model")
-def test_a1111_single_file_checkpoint_loads_offline(worker: LocalWorker, models_dir: Path) -> None:
-    body = ok(txt2img(worker.url, seed=1, batch_size=2, override_settings={"sd_model_checkpoint": "tiny-sd"}))
-    details = info(body)
-    assert details["sd_model_name"] == "tiny-sd"
-    assert details["sd_model_hash"] == "97f9c2dd23"  # A1111's short sha256 of the file
-    single = ok(txt2img(worker.url, seed=2, override_settings={"sd_model_checkpoint": "tiny-sd.safetensors"}))
-    assert max_diff(body["images"][1], single["images"][0]) <= 1
 
 
 def _detail(response: requests.Response) -> str:

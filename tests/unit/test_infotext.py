@@ -10,8 +10,15 @@ def test_matches_a1111_layout() -> None:
     text = build_infotext(
         "a cat, sitting",
         "blurry",
-        {"Steps": 20, "Sampler": "Euler a", "CFG scale": 7.0, "Seed": 42, "Face restoration": None,
-         "Size": "512x512", "Version": "v1.10.1"},
+        {
+            "Steps": 20,
+            "Sampler": "Euler a",
+            "CFG scale": 7.0,
+            "Seed": 42,
+            "Face restoration": None,
+            "Size": "512x512",
+            "Version": "v1.10.1",
+        },
     )
     assert text == (
         "a cat, sitting\nNegative prompt: blurry\n"
@@ -39,9 +46,9 @@ safe_text = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=4
     negative=safe_text,
     seed=st.integers(0, 2**32),
     cfg=st.floats(1, 30, allow_nan=False),
-    model=st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=20).map(str.strip).filter(
-        lambda s: s and '"' not in s and "\\" not in s
-    ),
+    model=st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=20)
+    .map(str.strip)
+    .filter(lambda s: s and '"' not in s and "\\" not in s),
 )
 def test_round_trip(prompt: str, negative: str, seed: int, cfg: float, model: str) -> None:
     params = {"Steps": 4, "Sampler": "DPM++ 2M", "CFG scale": cfg, "Seed": seed, "Model": model}
