@@ -1,0 +1,205 @@
+"""One worker's /sdapi/v1 client: a requests.Session, timeouts on every call, TLS, auth, errors mapped.
+
+Every failure leaves as an exception from distributed.errors naming the worker; nothing from `requests` escapes.
+Responses are read with a size cap, so a broken or hostile worker cannot make the master allocate without bound.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from distributed.config import Timeouts, WorkerConfig
+from distributed.errors import (
+    ConfigError,
+    WorkerAuthError,
+    WorkerError,
+    WorkerHTTPError,
+    WorkerInvalidResponse,
+    WorkerModelMissing,
+    WorkerTimeout,
+    WorkerUnreachable,
+)
+
+logger = logging.getLogger(__name__)
+
+MAX_RESPONSE_BYTES = 512 * 1024 * 1024
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_READ_BLOCK = 1 << 16
+
+
+@dataclass
+class GenerationResponse:
+    images: list[bytes]  # PNG files as sent, in index order
+    info: dict[str, Any]
+
+    @property
+    def infotexts(self) -> list[str]:
+        texts = self.info.get("infotexts")
+        return [str(t) for t in texts] if isinstance(texts, list) else []
+
+
+def resolve_auth(config: WorkerConfig) -> tuple[str, str] | None:
+    if config.auth is None:
+        return None
+    if config.auth.password is not None:
+        return config.auth.user, config.auth.password.get_secret_value()
+    variable = config.auth.password_env or ""
+    value = os.environ.get(variable)
+    if value is None:
+        raise ConfigError(f"environment variable {variable} is not set", worker=config.name, field="auth.password_env")
+    return config.auth.user, value
+
+
+class WorkerClient:
+    def __init__(self, config: WorkerConfig, timeouts: Timeouts, verify_tls_default: bool = True) -> None:
+        self.name = config.name
+        self.base_url = config.url.rstrip("/")
+        self.timeouts = timeouts
+        self.session = requests.Session()
+        self.session.auth = resolve_auth(config)
+        self.session.verify = verify_tls_default if config.verify_tls is None else config.verify_tls
+        self.session.headers["User-Agent"] = "distributed-master"
+        self.max_response_bytes = MAX_RESPONSE_BYTES
+
+    def close(self) -> None:
+        self.session.close()
+
+    def _timeout(self, read_s: float | None) -> tuple[float, float]:
+        return (self.timeouts.connect_s, read_s if read_s is not None else self.timeouts.probe_s)
+
+    def request(self, method: str, path: str, *, payload: Any = None, read_s: float | None = None) -> Any:
+        """Call the worker and return its JSON; every failure is a WorkerError."""
+        url = f"{self.base_url}{path}"
+        timeout = self._timeout(read_s)
+        # the read timeout bounds each wait for bytes; this bounds the whole answer (a worker trickling bytes)
+        deadline = time.monotonic() + timeout[0] + timeout[1]
+        try:
+            with self.session.request(method, url, json=payload, timeout=timeout, stream=True) as response:
+                body = self._read_capped(response, path, deadline)
+                status = response.status_code
+        except requests.exceptions.SSLError as exc:
+            raise WorkerUnreachable(self.name, f"TLS failed: {_short(exc)}") from None
+        except requests.exceptions.ConnectTimeout:
+            raise WorkerUnreachable(self.name, f"no connection within {self.timeouts.connect_s:g} s") from None
+        except requests.exceptions.ReadTimeout:
+            raise WorkerTimeout(self.name, f"no answer to {path} within {self._timeout(read_s)[1]:g} s") from None
+        except requests.exceptions.ConnectionError as exc:
+            if "timed out" in str(exc).lower():
+                raise WorkerTimeout(self.name, f"{path}: the answer stalled ({_short(exc)})") from None
+            raise WorkerUnreachable(self.name, f"connection failed: {_short(exc)}") from None
+        except requests.exceptions.RequestException as exc:
+            raise WorkerInvalidResponse(self.name, f"{path}: {_short(exc)}") from None
+        return self._decode(path, status, body, payload)
+
+    def _read_capped(self, response: requests.Response, path: str, deadline: float) -> bytes:
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_response_bytes:
+            raise WorkerInvalidResponse(
+                self.name, f"response of {declared} bytes is over the {self.max_response_bytes} cap"
+            )
+        chunks = []
+        size = 0
+        for block in response.iter_content(_READ_BLOCK):
+            size += len(block)
+            if size > self.max_response_bytes:
+                raise WorkerInvalidResponse(self.name, f"response is over the {self.max_response_bytes} byte cap")
+            chunks.append(block)
+            if time.monotonic() > deadline:
+                raise WorkerTimeout(self.name, f"{path}: the answer was still arriving at its deadline")
+        return b"".join(chunks)
+
+    def _decode(self, path: str, status: int, body: bytes, payload: Any) -> Any:
+        detail = _detail(body)
+        if status in (401, 403):
+            raise WorkerAuthError(self.name, f"{path}: HTTP {status} (credentials missing or refused)")
+        if status == 404 and isinstance(payload, dict) and _asks_for_model(payload):
+            raise WorkerModelMissing(self.name, f"{path}: {detail or 'model not found'}")
+        if status >= 400:
+            raise WorkerHTTPError(self.name, f"{path}: HTTP {status}: {detail}", status)
+        try:
+            return json.loads(body) if body else None
+        except ValueError:
+            raise WorkerInvalidResponse(self.name, f"{path}: the answer is not JSON ({body[:60]!r})") from None
+
+    # -- the API -------------------------------------------------------------------------------------------------
+    def generate(self, kind: str, payload: dict[str, Any], read_s: float) -> GenerationResponse:
+        body = self.request("POST", f"/sdapi/v1/{kind}", payload=payload, read_s=read_s)
+        if not isinstance(body, dict) or not isinstance(body.get("images"), list):
+            raise WorkerInvalidResponse(self.name, f"{kind}: no images list in the answer")
+        try:
+            info = json.loads(body.get("info") or "{}")
+        except (TypeError, ValueError):
+            raise WorkerInvalidResponse(self.name, f"{kind}: info is not JSON") from None
+        if not isinstance(info, dict):
+            raise WorkerInvalidResponse(self.name, f"{kind}: info is not a JSON object")
+        images = []
+        for number, encoded in enumerate(body["images"]):
+            if not isinstance(encoded, str):
+                raise WorkerInvalidResponse(self.name, f"{kind}: image {number} is not a string")
+            try:
+                raw = base64.b64decode(encoded, validate=True)
+            except (binascii.Error, ValueError):
+                raise WorkerInvalidResponse(self.name, f"{kind}: image {number} is not base64") from None
+            if not raw.startswith(PNG_SIGNATURE):
+                raise WorkerInvalidResponse(self.name, f"{kind}: image {number} is not a PNG")
+            images.append(raw)
+        return GenerationResponse(images, info)
+
+    def progress(self) -> dict[str, Any]:
+        body = self.request("GET", "/sdapi/v1/progress?skip_current_image=true")
+        if not isinstance(body, dict):
+            raise WorkerInvalidResponse(self.name, "progress is not a JSON object")
+        return body
+
+    def ping(self) -> None:
+        self.request("GET", "/internal/ping")
+
+    def interrupt(self) -> None:
+        self.request("POST", "/sdapi/v1/interrupt")
+
+    def skip(self) -> None:
+        self.request("POST", "/sdapi/v1/skip")
+
+    def sd_models(self) -> list[dict[str, Any]]:
+        body = self.request("GET", "/sdapi/v1/sd-models", read_s=max(self.timeouts.probe_s, 10.0))
+        if not isinstance(body, list):
+            raise WorkerInvalidResponse(self.name, "sd-models is not a list")
+        return [m for m in body if isinstance(m, dict)]
+
+    def options(self) -> dict[str, Any]:
+        body = self.request("GET", "/sdapi/v1/options")
+        if not isinstance(body, dict):
+            raise WorkerInvalidResponse(self.name, "options is not a JSON object")
+        return body
+
+
+def _asks_for_model(payload: dict[str, Any]) -> bool:
+    overrides = payload.get("override_settings") or {}
+    return "sd_model_checkpoint" in payload or (isinstance(overrides, dict) and "sd_model_checkpoint" in overrides)
+
+
+def _detail(body: bytes) -> str:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body[:200].decode("utf-8", "replace")
+    if isinstance(data, dict) and "detail" in data:
+        return str(data["detail"])[:300]
+    return str(data)[:300]
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    return text if len(text) < 300 else text[:300] + "..."
+
+
+__all__ = ["GenerationResponse", "WorkerClient", "WorkerError", "resolve_auth"]
