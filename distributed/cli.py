@@ -16,6 +16,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser("worker", help="run a headless worker speaking the webui's /sdapi/v1 API")
     add_worker_arguments(worker)
+    generate = commands.add_parser("generate", help="render N images across a fleet of workers into a folder")
+    from distributed.generate import add_generate_arguments
+
+    add_generate_arguments(generate)
     render = commands.add_parser("render", help="start a local tiny worker and render a few images into a folder")
     from distributed.quickstart import add_render_arguments
 
@@ -29,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
         from distributed.worker.server import run_worker
 
         return run_worker(args)
+    if args.command == "generate":
+        from distributed.generate import run_generate
+
+        return run_generate(args)
     if args.command == "render":
         from distributed.quickstart import run_render
 

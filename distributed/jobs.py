@@ -1,0 +1,110 @@
+"""What a job is made of: its request, its chunks' payloads, and the images that come back."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from distributed.client import GenerationResponse
+from distributed.costmodel import Workload
+from distributed.errors import WorkerInvalidResponse
+from distributed.scheduler import Chunk
+
+
+def fixed_seed(seed: int) -> int:
+    """A1111's get_fixed_seed: -1 picks one."""
+    return random.randrange(4294967294) if seed in (-1, None) else int(seed)
+
+
+@dataclass
+class JobSpec:
+    """One job: N images of one request, seeds fixed before anything is sent."""
+
+    kind: str  # "txt2img" or "img2img"
+    payload: dict[str, Any]  # the A1111 request without batch_size, n_iter, seed and subseed
+    images: int
+    seed: int
+    subseed: int
+    subseed_strength: float = 0.0
+    workload: Workload = field(default_factory=lambda: Workload(512, 512, 20))
+    extra_slack: float | None = None  # opt-in extras for idle time
+
+    def seeds_for(self, index: int) -> tuple[int, int]:
+        """A1111's rule: seed + k (or the seed itself with variation on), subseed + k."""
+        seed = self.seed + (index if self.subseed_strength == 0 else 0)
+        return seed, self.subseed + index
+
+    def chunk_payload(self, chunk: Chunk) -> dict[str, Any]:
+        seed, subseed = self.seeds_for(chunk.start)
+        payload = dict(self.payload)
+        payload.update(
+            seed=seed,
+            subseed=subseed,
+            subseed_strength=self.subseed_strength,
+            batch_size=chunk.count,
+            n_iter=1,
+            send_images=True,
+            save_images=False,
+        )
+        return payload
+
+
+@dataclass
+class ImageResult:
+    index: int
+    seed: int
+    subseed: int
+    png: bytes
+    infotext: str
+    worker: str
+    extra: bool = False
+
+
+def check_response(spec: JobSpec, chunk: Chunk, response: GenerationResponse, partial: bool) -> list[ImageResult]:
+    """The chunk's images, checked against what was asked; a mismatch is the worker's fault."""
+    got = len(response.images)
+    if got > chunk.count or (got < chunk.count and not partial):
+        raise WorkerInvalidResponse(chunk.worker, f"sent {got} images for a chunk of {chunk.count}")
+    expected = [spec.seeds_for(i) for i in chunk.indices]
+    seeds = response.info.get("all_seeds")
+    subseeds = response.info.get("all_subseeds")
+    if isinstance(seeds, list) and seeds[:got] != [s for s, _ in expected[:got]]:
+        raise WorkerInvalidResponse(chunk.worker, f"answered seeds {seeds[:got]} for {[s for s, _ in expected[:got]]}")
+    if spec.subseed_strength and isinstance(subseeds, list) and subseeds[:got] != [s for _, s in expected[:got]]:
+        raise WorkerInvalidResponse(chunk.worker, "answered other variation seeds than asked")
+    texts = response.infotexts
+    return [
+        ImageResult(
+            index=chunk.start + offset,
+            seed=expected[offset][0],
+            subseed=expected[offset][1],
+            png=png,
+            infotext=texts[offset] if offset < len(texts) else "",
+            worker=chunk.worker,
+            extra=chunk.extra,
+        )
+        for offset, png in enumerate(response.images)
+    ]
+
+
+@dataclass
+class WorkerStats:
+    images: int = 0
+    failed_chunks: int = 0
+    chunks: int = 0
+    busy_s: float = 0.0
+    spans: list[tuple[float, float, int]] = field(default_factory=list)  # (start, end, images), job-relative s
+
+
+@dataclass
+class JobResult:
+    images: list[ImageResult]  # the N requested images (and extras, if opted in), by index
+    wall_s: float
+    workers: dict[str, WorkerStats]
+    failures: list[str]  # one line per failed chunk: worker and cause
+    interrupted: bool = False
+
+    @property
+    def requested(self) -> list[ImageResult]:
+        return [image for image in self.images if not image.extra]
