@@ -20,6 +20,10 @@ def build_parser() -> argparse.ArgumentParser:
     from distributed.generate import add_generate_arguments
 
     add_generate_arguments(generate)
+    demo = commands.add_parser("demo", help="three local workers at speeds 5:2:1 render 24 images as one fleet")
+    from distributed.demo import add_demo_arguments
+
+    add_demo_arguments(demo)
     render = commands.add_parser("render", help="start a local tiny worker and render a few images into a folder")
     from distributed.quickstart import add_render_arguments
 
@@ -37,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         from distributed.generate import run_generate
 
         return run_generate(args)
+    if args.command == "demo":
+        from distributed.demo import run_demo
+
+        return run_demo(args)
     if args.command == "render":
         from distributed.quickstart import run_render
 

@@ -37,6 +37,11 @@ def decode_base64_image(text: str, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ImageDecodeError(f"not valid base64: {exc}") from exc
+    return decode_image_bytes(raw, max_pixels)
+
+
+def decode_image_bytes(raw: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Decode an image file's bytes, refusing more than `max_pixels` before the pixels are read."""
     try:
         image = Image.open(io.BytesIO(raw))
         width, height = image.size
