@@ -34,9 +34,8 @@ def run_demo(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
     logs = Path(tempfile.mkdtemp(prefix="distributed-demo-"))
-    print(
-        f"starting {len(SPEEDS)} local workers (emulated speeds {', '.join(f'{k} {v:g} ipm' for k, v in SPEEDS.items())})"
-    )
+    speeds = ", ".join(f"{name} {ipm:g} ipm" for name, ipm in SPEEDS.items())
+    print(f"starting {len(SPEEDS)} local workers (emulated speeds: {speeds})")
     workers = [
         LocalWorker(name, emulate_ipm=ipm, threads=1, log_path=logs / f"{name}.log") for name, ipm in SPEEDS.items()
     ]
