@@ -24,6 +24,12 @@ def build_parser() -> argparse.ArgumentParser:
     from distributed.demo import add_demo_arguments
 
     add_demo_arguments(demo)
+    from distributed.fleetcli import add_benchmark_arguments, add_import_arguments
+
+    add_benchmark_arguments(commands.add_parser("benchmark", help="measure each worker's speed (saved to --config)"))
+    add_import_arguments(
+        commands.add_parser("import-config", help="convert a stable-diffusion-webui-distributed config")
+    )
     render = commands.add_parser("render", help="start a local tiny worker and render a few images into a folder")
     from distributed.quickstart import add_render_arguments
 
@@ -45,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         from distributed.demo import run_demo
 
         return run_demo(args)
+    if args.command in ("benchmark", "import-config"):
+        from distributed.fleetcli import run_benchmark, run_import
+
+        return run_benchmark(args) if args.command == "benchmark" else run_import(args)
     if args.command == "render":
         from distributed.quickstart import run_render
 

@@ -71,7 +71,8 @@ class Timeouts(StrictModel):
     connect_s: float = Field(3.0, gt=0, le=120)
     probe_s: float = Field(3.0, gt=0, le=120)
     chunk_min_s: float = Field(20.0, gt=0, le=36000)  # the shortest deadline any chunk gets
-    chunk_factor: float = Field(3.0, ge=1, le=100)  # deadline = max(chunk_min_s, factor x predicted + wait)
+    chunk_factor: float = Field(3.0, ge=1, le=100)  # deadline = chunk_min_s + factor x (predicted + wait)
+    no_worker_s: float = Field(30.0, ge=0, le=3600)  # how long pending images wait for an offline worker to return
 
 
 class FleetOptions(StrictModel):
@@ -220,8 +221,8 @@ def save_config(config: FleetConfig, path: Path) -> None:
 
 def _atomic_write(path: Path, text: str, mode: int, keep_backup: bool) -> None:
     folder = path.parent
-    folder.mkdir(parents=True, exist_ok=True)
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         if keep_backup and path.exists():
             backup = path.with_name(path.name + ".bak")
             _copy_atomically(path, backup, os.stat(path).st_mode & 0o777)
@@ -270,7 +271,7 @@ def parse_remotes(value: str, flag: str = "--distributed-remotes") -> list[Worke
         if not item:
             continue
         name, sep, rest = item.partition(":")
-        if not sep or not rest:
+        if not sep or not rest or not NAME_RE.match(name):
             raise ConfigError(f"{item!r} is not NAME:HOST:PORT or NAME:URL", field=flag)
         if rest.startswith(("http://", "https://")):
             url = rest

@@ -41,7 +41,9 @@ def run_demo(args: argparse.Namespace) -> int:
     ]
     try:
         for worker in workers:
-            worker.start()
+            worker.launch()
+        for worker in workers:
+            worker.wait_ready()
         config = validate(FleetConfig, {"workers": [{"name": w.name, "url": w.url} for w in workers]})
         spec = JobSpec(
             kind="txt2img",

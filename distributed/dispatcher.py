@@ -40,7 +40,6 @@ PROGRESS_TICK_S = 0.5
 INTERRUPT_GRACE_S = 0.8  # how long an interrupted job waits for the images already made
 MISSED_PROGRESS_LIMIT = 2  # unanswered progress calls in a row before a busy worker counts as dead
 MAX_BAD_ATTEMPTS = 3  # chunk failures caused by the request itself (HTTP 5xx, garbage) before giving up
-NO_WORKER_GRACE_S = 30.0  # how long a job with pending images waits for an offline worker to come back
 
 
 @dataclass
@@ -385,7 +384,7 @@ class Job:
         probing = any(self._local[m.name].next_probe_at is not None for m in self.members) or any(
             kind == "probe" for kind, _ in self._side.values()
         )
-        if probing and waited < NO_WORKER_GRACE_S:
+        if probing and waited < self.timeouts.no_worker_s:
             return
         reasons = "; ".join(
             f"{m.name}: {self._local[m.name].excluded or m.status.reason or m.state.value}" for m in self.members

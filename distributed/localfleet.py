@@ -70,6 +70,11 @@ class LocalWorker:
         self._reader: threading.Thread | None = None
 
     def start(self, timeout: float = 60.0) -> LocalWorker:
+        self.launch()
+        return self.wait_ready(timeout)
+
+    def launch(self) -> LocalWorker:
+        """Start the process without waiting (start several, then wait for each: they load in parallel)."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self._process = subprocess.Popen(
             self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, env=env
@@ -79,6 +84,10 @@ class LocalWorker:
             target=self._read, args=(self._process.stdout,), daemon=True, name=f"log-{self.name}"
         )
         self._reader.start()
+        return self
+
+    def wait_ready(self, timeout: float = 60.0) -> LocalWorker:
+        assert self._process is not None, "launch() first"
         if not self._ready.wait(timeout):
             self.stop()
             raise WorkerStartError(f"{self.name}: not ready after {timeout:.0f} s\n{self.log_tail()}")

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Set up and run the project on a fresh machine. Usage: bash tools/dev.sh setup|demo|test|lint
+# Set up and run the project on a fresh machine. Usage: bash tools/dev.sh setup|demo|render|test|lint
 #   setup  create .venv (torch first, pinned by constraints.txt), install the package with its worker and dev extras
-#   demo   setup, then render images with a local headless worker into out/
-#   test   setup, then lint, type-check and run the whole test suite
+#   demo   setup, then three local workers at speeds 5:2:1 render 24 images as one fleet into out/demo
+#   render setup, then one local worker renders a few images into out/render
+#   test   setup, then lint, type-check, the core's tests on A1111's pins (pydantic 1.10, Pillow 9.5), everything
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
@@ -17,6 +18,17 @@ setup() {
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[worker,dev]"
 }
 
+# The core (distributed/ without worker/) runs inside A1111 1.10.1: check it against that webui's pins too.
+core_on_a1111_pins() {
+    local venv=.venv-a1111pins
+    if [ ! -x "$venv/bin/python" ]; then
+        "$PY" -m venv "$venv"
+    fi
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "pydantic==1.10.*" "Pillow==9.5.0" requests pytest pytest-timeout hypothesis
+    PYTHONPATH=. "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/unit/core
+}
+
 lint() {
     "$VENV/bin/ruff" check .
     "$VENV/bin/ruff" format --check .
@@ -26,8 +38,9 @@ lint() {
 
 case "${1:-}" in
     setup) setup ;;
-    demo) setup; shift; "$VENV/bin/python" -m distributed render "$@" ;;
+    demo) setup; shift; "$VENV/bin/python" -m distributed demo "$@" ;;
+    render) setup; shift; "$VENV/bin/python" -m distributed render "$@" ;;
     lint) setup; lint ;;
-    test) setup; lint; shift; "$VENV/bin/python" -m pytest "$@" ;;
-    *) echo "usage: bash tools/dev.sh setup|demo|test|lint" >&2; exit 2 ;;
+    test) setup; lint; core_on_a1111_pins; shift; "$VENV/bin/python" -m pytest "$@" ;;
+    *) echo "usage: bash tools/dev.sh setup|demo|render|test|lint" >&2; exit 2 ;;
 esac

@@ -6,8 +6,7 @@ import io
 import pytest
 from PIL import Image
 
-from distributed.images import ImageDecodeError, decode_base64_image, png_parameters, png_to_base64
-from distributed.worker.app import parse_api_auth
+from distributed.images import ImageDecodeError, contact_sheet, decode_base64_image, png_parameters, png_to_base64
 
 
 def test_png_round_trip_keeps_infotext() -> None:
@@ -31,8 +30,9 @@ def test_oversized_image_is_refused_before_decoding() -> None:
         decode_base64_image(base64.b64encode(buffer.getvalue()).decode(), max_pixels=100 * 100)
 
 
-def test_api_auth_parsing() -> None:
-    assert parse_api_auth("a:b,c:d:e") == {"a": "b", "c": "d:e"}
-    assert parse_api_auth(None) == {}
-    with pytest.raises(ValueError, match="user:password"):
-        parse_api_auth("nocolon")
+def test_contact_sheet_keeps_order_and_size() -> None:
+    images = [Image.new("RGB", (8, 8), (i * 40, 0, 0)) for i in range(5)]
+    sheet = contact_sheet(images, columns=3, scale=2, gap=4)
+    assert sheet.size == (3 * (16 + 4) + 4, 2 * (16 + 4) + 4)
+    assert sheet.getpixel((4 + 20 * 1 + 1, 5)) == (40, 0, 0)
+    assert sheet.getpixel((4 + 1, 4 + 20 + 1)) == (120, 0, 0)

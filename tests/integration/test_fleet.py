@@ -1,0 +1,245 @@
+"""The core on real workers: a 5:2:1 fleet, a worker killed mid-job, a frozen one, 401, a missing model, interrupt."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from distributed.compat import validate
+from distributed.config import FleetConfig
+from distributed.costmodel import Workload
+from distributed.dispatcher import Job, ProgressEvent
+from distributed.errors import NoWorkersError
+from distributed.fleet import Fleet, WorkerState
+from distributed.images import decode_image_bytes, png_parameters
+from distributed.infotext import parse_infotext
+from distributed.jobs import JobResult, JobSpec
+from distributed.localfleet import LocalWorker
+from tests.faults import fake_worker, hangs_on_generation
+from tests.helpers import max_diff, ok, txt2img
+from tests.integration.conftest import AUTH
+
+SPEEDS = {"fast": 60.0, "medium": 24.0, "slow": 12.0}
+
+
+@pytest.fixture(scope="module")
+def fleet_workers() -> Iterator[dict[str, LocalWorker]]:
+    workers = {name: LocalWorker(name, emulate_ipm=ipm, threads=1) for name, ipm in SPEEDS.items()}
+    for worker in workers.values():
+        worker.launch()
+    try:
+        for worker in workers.values():
+            worker.wait_ready()
+        yield workers
+    finally:
+        for worker in workers.values():
+            worker.stop()
+
+
+def _spec(images: int, seed: int = 1000, **payload: object) -> JobSpec:
+    return JobSpec(
+        kind="txt2img",
+        payload={"prompt": "a lighthouse", "width": 64, "height": 64, "steps": 4, "sampler_name": "Euler a", **payload},
+        images=images,
+        seed=seed,
+        subseed=seed,
+        workload=Workload(64, 64, 4),
+    )
+
+
+def _fleet(workers: dict[str, str], **options: object) -> Fleet:
+    timeouts = {"connect_s": 2.0, "probe_s": 1.5, "chunk_min_s": 10.0, "no_worker_s": 4.0, **options}
+    data = {"workers": [{"name": n, "url": u} for n, u in workers.items()], "options": {"timeouts": timeouts}}
+    return Fleet(validate(FleetConfig, data))
+
+
+def _check_complete(result: JobResult, images: int, seed: int) -> None:
+    assert [image.index for image in result.requested] == list(range(images))
+    assert [image.seed for image in result.requested] == list(range(seed, seed + images))
+    for image in result.requested:
+        params = parse_infotext(png_parameters(decode_image_bytes(image.png)) or "")[2]
+        assert params["Seed"] == str(image.seed)
+
+
+def test_generate_cli_on_an_unequal_fleet(fleet_workers: dict[str, LocalWorker], tmp_path: Path) -> None:
+    remotes = [arg for w in fleet_workers.values() for arg in ("--remote", f"{w.name}={w.url}")]
+    command = [
+        sys.executable,
+        "-m",
+        "distributed",
+        "generate",
+        *remotes,
+        "--prompt",
+        "a lighthouse",
+        "--images",
+        "24",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--steps",
+        "4",
+        "--seed",
+        "5000",
+        "--out",
+        str(tmp_path),
+        "--json",
+    ]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=180, check=False)
+    assert finished.returncode == 0, finished.stderr
+    summary = json.loads(finished.stdout.strip().splitlines()[-1])
+    assert summary["images"] == 24
+    assert summary["seeds"] == list(range(5000, 5024))
+    assert sum(w["images"] for w in summary["workers"].values()) == 24
+    assert summary["workers"]["fast"]["images"] > summary["workers"]["slow"]["images"]
+    files = sorted(tmp_path.glob("*.png"))
+    assert len(files) == 24
+    for index, path in enumerate(files):
+        assert path.name.startswith(f"{index:05d}-{5000 + index}-")
+        assert parse_infotext(png_parameters(decode_image_bytes(path.read_bytes())) or "")[2]["Seed"] == str(
+            5000 + index
+        )
+    # any image equals what a single machine makes for its seed
+    direct = ok(txt2img(fleet_workers["fast"].url, prompt="a lighthouse", seed=5023, sampler_name="Euler a"))
+    import base64
+
+    assert max_diff(base64.b64encode(files[23].read_bytes()).decode(), direct["images"][0]) <= 1
+
+
+def test_a_killed_worker_loses_nothing(tmp_path: Path) -> None:
+    workers = {n: LocalWorker(f"kill-{n}", emulate_ipm=ipm, threads=1) for n, ipm in (("a", 60.0), ("b", 60.0))}
+    for worker in workers.values():
+        worker.launch()
+    try:
+        for worker in workers.values():
+            worker.wait_ready()
+        fleet = _fleet({name: w.url for name, w in workers.items()})
+        victim_busy = threading.Event()
+
+        def watch(event: ProgressEvent) -> None:
+            if event.worker == "a" and event.kind == "started" and event.done >= 2:
+                victim_busy.set()
+
+        job = Job(fleet, _spec(16, seed=77), on_event=watch)
+        killer = threading.Thread(target=lambda: victim_busy.wait(60) and workers["a"].kill(), daemon=True)
+        killer.start()
+        result = job.run()
+        killer.join(5)
+    finally:
+        for worker in workers.values():
+            worker.stop()
+    _check_complete(result, 16, 77)
+    assert result.workers["a"].failed_chunks >= 1
+    assert any("'a'" in failure for failure in result.failures)
+    assert fleet.members["a"].state == WorkerState.OFFLINE
+
+
+def test_a_frozen_worker_is_abandoned_and_its_images_made_elsewhere(fleet_workers: dict[str, LocalWorker]) -> None:
+    with fake_worker(hangs_on_generation) as frozen_url:
+        fleet = _fleet({"fast": fleet_workers["fast"].url, "frozen": frozen_url})
+        started = time.monotonic()
+        result = Job(fleet, _spec(6, seed=300)).run()
+        elapsed = time.monotonic() - started
+    _check_complete(result, 6, 300)
+    assert result.workers["frozen"].failed_chunks == 1
+    assert fleet.members["frozen"].state == WorkerState.OFFLINE
+    assert "stopped answering" in (fleet.members["frozen"].status.last_error or "")
+    assert elapsed < 30  # found dead by its unanswered progress calls, long before the 10 s + 3x chunk deadline
+
+
+def test_a_worker_refusing_auth_is_left_out_with_the_reason(
+    twin: LocalWorker, fleet_workers: dict[str, LocalWorker]
+) -> None:
+    fleet = _fleet({"medium": fleet_workers["medium"].url, "locked": twin.url})
+    result = Job(fleet, _spec(3, seed=40)).run()
+    _check_complete(result, 3, 40)
+    assert fleet.members["locked"].state == WorkerState.AUTH_REFUSED
+    assert result.workers["locked"].images == 0
+
+
+def test_auth_from_config_works(twin: LocalWorker) -> None:
+    data = {"workers": [{"name": "locked", "url": twin.url, "auth": {"user": AUTH[0], "password": AUTH[1]}}]}
+    result = Job(Fleet(validate(FleetConfig, data)), _spec(2, seed=41)).run()
+    _check_complete(result, 2, 41)
+
+
+def test_a_worker_without_the_model_is_left_out(worker: LocalWorker, fleet_workers: dict[str, LocalWorker]) -> None:
+    # `worker` has the "other" checkpoint; the emulated fleet workers only have tiny
+    fleet = _fleet({"has-it": worker.url, "lacks-it": fleet_workers["fast"].url})
+    spec = _spec(4, seed=60, override_settings={"sd_model_checkpoint": "other"})
+    result = Job(fleet, spec).run()
+    _check_complete(result, 4, 60)
+    assert {image.worker for image in result.requested} == {"has-it"}
+    assert fleet.members["lacks-it"].state == WorkerState.MODEL_MISSING
+    assert "other" in (fleet.members["lacks-it"].status.last_error or "")
+
+
+def test_interrupt_reaches_every_worker_and_returns_within_a_second(fleet_workers: dict[str, LocalWorker]) -> None:
+    fleet = _fleet({name: w.url for name, w in fleet_workers.items()})
+    all_busy = threading.Event()
+    started: set[str] = set()
+
+    def watch(event: ProgressEvent) -> None:
+        if event.kind == "progress" and event.step >= 1:
+            started.add(event.worker)
+            if len(started) == 3:
+                all_busy.set()
+
+    job = Job(fleet, _spec(24, seed=90, steps=16), on_event=watch)
+    outcome: dict[str, object] = {}
+    runner = threading.Thread(target=lambda: outcome.update(result=job.run(), end=time.monotonic()))
+    runner.start()
+    assert all_busy.wait(60)
+    asked = time.monotonic()
+    job.interrupt()
+    runner.join(10)
+    result = outcome["result"]
+    assert isinstance(result, JobResult)
+    assert result.interrupted
+    assert float(outcome["end"]) - asked < 1.0  # type: ignore[arg-type]
+    assert len(result.requested) < 24
+    for worker in fleet_workers.values():  # each worker stopped its chunk: all idle again at once
+        progress = __import__("requests").get(f"{worker.url}/sdapi/v1/progress", timeout=5).json()
+        deadline = time.monotonic() + 3
+        while progress["state"]["job_count"] and time.monotonic() < deadline:
+            threading.Event().wait(0.1)
+            progress = __import__("requests").get(f"{worker.url}/sdapi/v1/progress", timeout=5).json()
+        assert progress["state"]["job_count"] == 0, worker.name
+
+
+def test_no_reachable_worker_is_a_clear_error() -> None:
+    with fake_worker(lambda method, path, body: None) as silent:
+        fleet = _fleet({"gone": "http://127.0.0.1:9", "silent": silent})
+        started = time.monotonic()
+        with pytest.raises(NoWorkersError) as raised:
+            Job(fleet, _spec(2)).run()
+    assert time.monotonic() - started < 30
+    assert "gone" in str(raised.value) and "silent" in str(raised.value)
+
+
+def test_generate_cli_refuses_bad_flags(tmp_path: Path) -> None:
+    base = [sys.executable, "-m", "distributed", "generate", "--prompt", "x", "--out", str(tmp_path)]
+    bad_remote = subprocess.run(
+        [*base, "--images", "2", "--remote", "nourl"], capture_output=True, text=True, timeout=60
+    )
+    assert bad_remote.returncode == 2
+    assert "--remote" in bad_remote.stderr and "NAME=URL" in bad_remote.stderr
+    zero = subprocess.run(
+        [*base, "--images", "0", "--remote", "a=http://127.0.0.1:9"], capture_output=True, text=True, timeout=60
+    )
+    assert zero.returncode == 2
+    assert "--images" in zero.stderr
+    broken = tmp_path / "workers.json"
+    broken.write_text('{"workers": [{"name": "a"}]}', encoding="utf-8")
+    bad_config = subprocess.run(
+        [*base, "--images", "1", "--config", str(broken)], capture_output=True, text=True, timeout=60
+    )
+    assert bad_config.returncode == 2
+    assert str(broken) in bad_config.stderr and "'a'" in bad_config.stderr and "url" in bad_config.stderr
