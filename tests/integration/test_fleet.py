@@ -224,22 +224,20 @@ def test_no_reachable_worker_is_a_clear_error() -> None:
     assert "gone" in str(raised.value) and "silent" in str(raised.value)
 
 
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "distributed", "generate", "--prompt", "x", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+
 def test_generate_cli_refuses_bad_flags(tmp_path: Path) -> None:
-    base = [sys.executable, "-m", "distributed", "generate", "--prompt", "x", "--out", str(tmp_path)]
-    bad_remote = subprocess.run(
-        [*base, "--images", "2", "--remote", "nourl"], capture_output=True, text=True, timeout=60
-    )
+    bad_remote = _cli("--out", str(tmp_path), "--images", "2", "--remote", "nourl")
     assert bad_remote.returncode == 2
     assert "--remote" in bad_remote.stderr and "NAME=URL" in bad_remote.stderr
-    zero = subprocess.run(
-        [*base, "--images", "0", "--remote", "a=http://127.0.0.1:9"], capture_output=True, text=True, timeout=60
-    )
+    zero = _cli("--out", str(tmp_path), "--images", "0", "--remote", "a=http://127.0.0.1:9")
     assert zero.returncode == 2
     assert "--images" in zero.stderr
     broken = tmp_path / "workers.json"
     broken.write_text('{"workers": [{"name": "a"}]}', encoding="utf-8")
-    bad_config = subprocess.run(
-        [*base, "--images", "1", "--config", str(broken)], capture_output=True, text=True, timeout=60
-    )
+    bad_config = _cli("--out", str(tmp_path), "--images", "1", "--config", str(broken))
     assert bad_config.returncode == 2
     assert str(broken) in bad_config.stderr and "'a'" in bad_config.stderr and "url" in bad_config.stderr

@@ -69,7 +69,7 @@ def test_errors_name_the_worker_and_field(data: dict, worker: str, field: str, w
 
 
 def test_unknown_global_key_and_newer_version(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="options.extras"):
+    with pytest.raises(ConfigError, match=r"options\.extras"):
         parse_config({"options": {"extras": True}})
     with pytest.raises(ConfigError, match="newer release"):
         parse_config({"version": 99})
