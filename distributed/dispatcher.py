@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 PROGRESS_TICK_S = 0.5
 INTERRUPT_GRACE_S = 0.8  # how long an interrupted job waits for the images already made
 MISSED_PROGRESS_LIMIT = 2  # unanswered progress calls in a row before a busy worker counts as dead
-MAX_BAD_ATTEMPTS = 3  # chunk failures caused by the request itself (HTTP 5xx, garbage) before giving up
+MAX_BAD_WORKERS = 3  # distinct workers failing the same image with an HTTP error or garbage: the request is bad
 
 
 @dataclass
@@ -105,7 +105,7 @@ class Job:
         self._local: dict[str, _MemberJobState] = {m.name: _MemberJobState() for m in self.members}
         self._stats: dict[str, WorkerStats] = {m.name: WorkerStats() for m in self.members}
         self._failures: list[str] = []
-        self._bad_attempts = 0
+        self._bad_workers: dict[int, set[str]] = {}  # image index -> workers that failed it with 5xx/garbage
         self._busy_elsewhere: dict[str, float] = {}
         self._started = 0.0
         self._extras_planned = False
@@ -287,10 +287,14 @@ class Job:
         )
         if isinstance(error, WorkerModelMissing):
             self._local[member.name].excluded = str(error)
-        elif isinstance(error, (WorkerHTTPError, WorkerInvalidResponse)):
-            self._bad_attempts += 1
-            if self._bad_attempts >= MAX_BAD_ATTEMPTS:
-                raise JobError(f"the job failed {self._bad_attempts} times; last: {error}")
+        elif isinstance(error, (WorkerHTTPError, WorkerInvalidResponse)) and not chunk.extra:
+            # one worker answering garbage is that worker's fault; every worker failing the same image is the job's
+            limit = min(MAX_BAD_WORKERS, len(self.members))
+            for index in chunk.indices:
+                failed_on = self._bad_workers.setdefault(index, set())
+                failed_on.add(member.name)
+                if len(failed_on) >= limit:
+                    raise JobError(f"image {index} failed on {len(failed_on)} workers; last: {error}")
         member.record_error(error)
         if member.state == WorkerState.OFFLINE:
             self._local[member.name].next_probe_at = time.monotonic() + member.probe_delay()

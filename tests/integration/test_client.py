@@ -1,0 +1,115 @@
+"""The worker client against misbehaving HTTP peers: every failure maps onto the documented error tree."""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any
+
+import pytest
+
+from distributed.client import WorkerClient
+from distributed.compat import validate
+from distributed.config import FleetConfig, Timeouts, WorkerConfig
+from distributed.costmodel import Workload
+from distributed.dispatcher import Job
+from distributed.errors import (
+    JobError,
+    WorkerAuthError,
+    WorkerHTTPError,
+    WorkerInvalidResponse,
+    WorkerModelMissing,
+    WorkerTimeout,
+    WorkerUnreachable,
+)
+from distributed.fleet import Fleet
+from distributed.jobs import JobSpec
+from distributed.localfleet import LocalWorker
+from tests.faults import IDLE_PROGRESS, fake_worker
+
+TIMEOUTS = validate(Timeouts, {"connect_s": 1.0, "probe_s": 1.0})
+
+
+def _client(url: str) -> WorkerClient:
+    return WorkerClient(validate(WorkerConfig, {"name": "peer", "url": url}), TIMEOUTS)
+
+
+def _answer(status: int, payload: Any) -> Any:
+    return lambda method, path, body: (status, payload)
+
+
+PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 16).decode()
+
+
+@pytest.mark.parametrize(
+    ("status", "payload", "error"),
+    [
+        (401, {"detail": "Incorrect username or password"}, WorkerAuthError),
+        (403, {"detail": "forbidden"}, WorkerAuthError),
+        (500, {"detail": "CUDA out of memory"}, WorkerHTTPError),
+        (200, b"<html>not json</html>", WorkerInvalidResponse),
+        (200, {"no": "images"}, WorkerInvalidResponse),
+        (200, {"images": ["%%%"], "info": "{}"}, WorkerInvalidResponse),
+        (200, {"images": [base64.b64encode(b"GIF89a").decode()], "info": "{}"}, WorkerInvalidResponse),
+        (200, {"images": [PNG], "info": "not json"}, WorkerInvalidResponse),
+    ],
+)
+def test_bad_answers_map_to_the_error_tree(status: int, payload: Any, error: type[Exception]) -> None:
+    with fake_worker(_answer(status, payload)) as url, pytest.raises(error) as raised:
+        _client(url).generate("txt2img", {"prompt": "x"}, read_s=5)
+    assert "'peer'" in str(raised.value)
+
+
+def test_404_for_a_requested_model_is_model_missing() -> None:
+    with fake_worker(_answer(404, {"detail": "model 'sdxl' not found"})) as url:
+        with pytest.raises(WorkerModelMissing, match="sdxl"):
+            _client(url).generate("txt2img", {"override_settings": {"sd_model_checkpoint": "sdxl"}}, read_s=5)
+        with pytest.raises(WorkerHTTPError):
+            _client(url).generate("txt2img", {"prompt": "x"}, read_s=5)
+
+
+def test_unreachable_and_silent_workers() -> None:
+    with pytest.raises(WorkerUnreachable):
+        _client("http://127.0.0.1:9").progress()
+    with fake_worker(lambda method, path, body: None) as url:
+        started = time.monotonic()
+        with pytest.raises(WorkerTimeout):
+            _client(url).progress()
+        assert time.monotonic() - started < 5
+
+
+def test_response_size_is_capped() -> None:
+    with fake_worker(_answer(200, {"images": [PNG] * 50, "info": "{}"})) as url:
+        client = _client(url)
+        client.max_response_bytes = 1000
+        with pytest.raises(WorkerInvalidResponse, match="cap"):
+            client.generate("txt2img", {}, read_s=5)
+
+
+def _wrong_count(method: str, path: str, body: bytes) -> tuple[int, Any]:
+    if path.startswith("/sdapi/v1/progress"):
+        return 200, IDLE_PROGRESS
+    if path.startswith("/sdapi/v1/txt2img"):
+        return 200, {"images": [], "info": "{}"}
+    return 200, {}
+
+
+def _spec(images: int) -> JobSpec:
+    return JobSpec(
+        "txt2img", {"prompt": "x", "width": 64, "height": 64, "steps": 4}, images, 10, 10, workload=Workload(64, 64, 4)
+    )
+
+
+def test_a_garbling_worker_loses_nothing(slow: LocalWorker) -> None:
+    with fake_worker(_wrong_count) as garbage:
+        data = {"workers": [{"name": "good", "url": slow.url}, {"name": "garbage", "url": garbage}]}
+        result = Job(Fleet(validate(FleetConfig, data)), _spec(3)).run()
+    assert [image.seed for image in result.requested] == [10, 11, 12]
+    assert any("garbage" in failure and "0 images" in failure for failure in result.failures)
+
+
+def test_a_request_every_worker_fails_ends_the_job() -> None:
+    with fake_worker(_wrong_count) as first, fake_worker(_wrong_count) as second:
+        data = {"workers": [{"name": "one", "url": first}, {"name": "two", "url": second}]}
+        with pytest.raises(JobError, match="failed on 2 workers"):
+            Job(Fleet(validate(FleetConfig, data)), _spec(2)).run()
