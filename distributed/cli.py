@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_import_arguments(
         commands.add_parser("import-config", help="convert a stable-diffusion-webui-distributed config")
     )
+    from distributed.bench.run import add_bench_arguments
+
+    add_bench_arguments(commands.add_parser("bench", help="measure the fleet against the ideal and simple splits"))
     render = commands.add_parser("render", help="start a local tiny worker and render a few images into a folder")
     from distributed.quickstart import add_render_arguments
 
@@ -55,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         from distributed.fleetcli import run_benchmark, run_import
 
         return run_benchmark(args) if args.command == "benchmark" else run_import(args)
+    if args.command == "bench":
+        from distributed.bench.run import run_bench
+
+        return run_bench(args)
     if args.command == "render":
         from distributed.quickstart import run_render
 

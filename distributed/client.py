@@ -11,11 +11,16 @@ import binascii
 import json
 import logging
 import os
+import re
+import struct
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
+from urllib3.exceptions import InsecureRequestWarning
 
 from distributed.config import Timeouts, WorkerConfig
 from distributed.errors import (
@@ -28,12 +33,13 @@ from distributed.errors import (
     WorkerTimeout,
     WorkerUnreachable,
 )
+from distributed.images import MAX_IMAGE_PIXELS
 
 logger = logging.getLogger(__name__)
 
 MAX_RESPONSE_BYTES = 512 * 1024 * 1024
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_READ_BLOCK = 1 << 16
+_READ_BLOCK = 1 << 20
 
 
 @dataclass
@@ -66,7 +72,17 @@ class WorkerClient:
         self.timeouts = timeouts
         self.session = requests.Session()
         self.session.auth = resolve_auth(config)
-        self.session.verify = verify_tls_default if config.verify_tls is None else config.verify_tls
+        # passed on every request: requests lets REQUESTS_CA_BUNDLE override a session's verify=False otherwise
+        self.verify = verify_tls_default if config.verify_tls is None else config.verify_tls
+        host = urlsplit(self.base_url).hostname or ""
+        if not self.verify and self.base_url.startswith("https://"):
+            # said once here instead of urllib3 warning on every request, and only for this worker's host
+            logger.warning("worker %s: TLS certificate verification is off", self.name)
+            warnings.filterwarnings(
+                "ignore",
+                message=f"Unverified HTTPS request is being made to host '{re.escape(host)}'",
+                category=InsecureRequestWarning,
+            )
         self.session.headers["User-Agent"] = "distributed-master"
         self.max_response_bytes = MAX_RESPONSE_BYTES
 
@@ -83,7 +99,9 @@ class WorkerClient:
         # the read timeout bounds each wait for bytes; this bounds the whole answer (a worker trickling bytes)
         deadline = time.monotonic() + timeout[0] + timeout[1]
         try:
-            with self.session.request(method, url, json=payload, timeout=timeout, stream=True) as response:
+            with self.session.request(
+                method, url, json=payload, timeout=timeout, stream=True, verify=self.verify
+            ) as response:
                 body = self._read_capped(response, path, deadline)
                 status = response.status_code
         except requests.exceptions.SSLError as exc:
@@ -92,9 +110,16 @@ class WorkerClient:
             raise WorkerUnreachable(self.name, f"no connection within {self.timeouts.connect_s:g} s") from None
         except requests.exceptions.ReadTimeout:
             raise WorkerTimeout(self.name, f"no answer to {path} within {self._timeout(read_s)[1]:g} s") from None
+        except requests.exceptions.ChunkedEncodingError as exc:
+            raise WorkerUnreachable(self.name, f"{path}: connection dropped mid-answer ({_short(exc)})") from None
         except requests.exceptions.ConnectionError as exc:
-            if "timed out" in str(exc).lower():
+            text = str(exc).lower()
+            if "timed out" in text:
                 raise WorkerTimeout(self.name, f"{path}: the answer stalled ({_short(exc)})") from None
+            if "refused" in text:
+                raise WorkerUnreachable(self.name, f"connection refused at {self.base_url}") from None
+            if "aborted" in text or "reset" in text or "remotedisconnected" in text:
+                raise WorkerUnreachable(self.name, f"{path}: connection dropped ({_short(exc)})") from None
             raise WorkerUnreachable(self.name, f"connection failed: {_short(exc)}") from None
         except requests.exceptions.RequestException as exc:
             raise WorkerInvalidResponse(self.name, f"{path}: {_short(exc)}") from None
@@ -149,8 +174,13 @@ class WorkerClient:
                 raw = base64.b64decode(encoded, validate=True)
             except (binascii.Error, ValueError):
                 raise WorkerInvalidResponse(self.name, f"{kind}: image {number} is not base64") from None
-            if not raw.startswith(PNG_SIGNATURE):
+            if not raw.startswith(PNG_SIGNATURE) or raw[12:16] != b"IHDR":
                 raise WorkerInvalidResponse(self.name, f"{kind}: image {number} is not a PNG")
+            width, height = struct.unpack(">II", raw[16:24])
+            if width * height > MAX_IMAGE_PIXELS:
+                raise WorkerInvalidResponse(
+                    self.name, f"{kind}: image {number} is {width}x{height}, over the {MAX_IMAGE_PIXELS}-pixel limit"
+                )
             images.append(raw)
         return GenerationResponse(images, info)
 

@@ -37,6 +37,7 @@ from distributed.scheduler import Chunk, Slot, plan
 logger = logging.getLogger(__name__)
 
 PROGRESS_TICK_S = 0.5
+DEFAULT_MAX_BATCH = 32  # images per request when a worker has no cap: large batches risk VRAM and long deadlines
 INTERRUPT_GRACE_S = 0.8  # how long an interrupted job waits for the images already made
 MISSED_PROGRESS_LIMIT = 2  # unanswered progress calls in a row before a busy worker counts as dead
 MAX_BAD_WORKERS = 3  # distinct workers failing the same image with an HTTP error or garbage: the request is bad
@@ -192,7 +193,7 @@ class Job:
         available = max([0.0, *[f.predicted_end - now for f in busy]])
         available = max(available, self._busy_elsewhere.get(member.name, 0.0) - now)
         caps = member.config.caps
-        limits = [caps.max_batch] if caps.max_batch else []
+        limits = [caps.max_batch or DEFAULT_MAX_BATCH]
         if caps.max_pixels:
             limits.append(max(1, caps.max_pixels // max(1, self.spec.workload.pixels)))
         if not member.calibrated:
@@ -202,7 +203,7 @@ class Job:
             cost.overhead_s,
             cost.per_image(self.spec.workload),
             available,
-            min(limits) if limits else None,
+            min(limits),
         )
 
     def _dispatch(self, pool: ThreadPoolExecutor, now: float) -> None:
@@ -308,8 +309,11 @@ class Job:
 
     # -- availability, progress, probes --------------------------------------------------------------------------
     def _check_availability(self, pool: ThreadPoolExecutor) -> None:
-        """Ask every usable worker whether it is busy with someone else's job (all at once, short timeout)."""
-        calls = {pool.submit(m.client.progress): m for m in self.members if m.state.usable}
+        """Ask every enabled worker whether it answers and is busy with someone else's job (at once, short timeout).
+
+        Workers that failed in an earlier job are asked too: this is where they are re-admitted between jobs.
+        """
+        calls = {pool.submit(m.client.progress): m for m in self.members if m.state != WorkerState.DISABLED}
         done, _ = wait(calls, timeout=self.timeouts.connect_s + self.timeouts.probe_s + 1)
         now = time.monotonic()
         for future, member in calls.items():

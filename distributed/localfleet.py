@@ -39,10 +39,11 @@ class LocalWorker:
         threads: int | None = 1,
         extra_args: Sequence[str] = (),
         log_path: Path | None = None,
+        tls: tuple[Path, Path] | None = None,  # (certificate, key): serve https
     ) -> None:
         self.name = name
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         args = [
             sys.executable,
             "-m",
@@ -61,6 +62,8 @@ class LocalWorker:
             args += ["--emulate-ipm", str(emulate_ipm)]
         if threads:
             args += ["--threads", str(threads)]
+        if tls:
+            args += ["--tls-certfile", str(tls[0]), "--tls-keyfile", str(tls[1])]
         self.args = [*args, *extra_args]
         self.log_path = log_path
         self.log_lines: list[str] = []

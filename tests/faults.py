@@ -14,6 +14,15 @@ IDLE_PROGRESS = {"progress": 0, "eta_relative": 0, "state": {"job_count": 0, "sa
 Responder = Callable[[str, str, bytes], tuple[int, Any] | None]  # (method, path, body) -> (status, json) or hang
 
 
+def send_json(handler: BaseHTTPRequestHandler, status: int, raw: bytes, length: int | None = None) -> None:
+    """Status line and headers for a JSON answer, then the body (length may promise more than is sent)."""
+    handler.send_response(status)
+    handler.send_header("content-type", "application/json")
+    handler.send_header("content-length", str(len(raw) if length is None else length))
+    handler.end_headers()
+    handler.wfile.write(raw)
+
+
 @contextmanager
 def fake_worker(respond: Responder) -> Iterator[str]:
     """An HTTP server whose every answer comes from `respond`; None means: never answer (until the test ends)."""
@@ -28,12 +37,7 @@ def fake_worker(respond: Responder) -> Iterator[str]:
                 release.wait(120)
                 return
             status, payload = answer
-            raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
+            send_json(self, status, payload if isinstance(payload, bytes) else json.dumps(payload).encode())
 
         def do_GET(self) -> None:
             self._handle("GET")

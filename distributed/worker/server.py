@@ -42,6 +42,8 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default auto)")
     parser.add_argument("--max-pixels", type=int, default=2048 * 2048, help="largest width x height accepted")
     parser.add_argument("--max-body-mb", type=int, default=64, help="largest request body accepted, in MiB")
+    parser.add_argument("--tls-certfile", type=Path, default=None, help="serve https with this certificate (PEM)")
+    parser.add_argument("--tls-keyfile", type=Path, default=None, help="the certificate's private key (PEM)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
@@ -86,5 +88,15 @@ def run_worker(args: argparse.Namespace) -> int:
         raise SystemExit(f"cannot start the worker: {exc}") from exc
     app = create_app(service, api_auth, max_body=args.max_body_mb * 1024 * 1024)
     logger.info("model %s loaded; serving on http://%s:%d", service.options.sd_model_checkpoint, args.host, args.port)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    if bool(args.tls_certfile) != bool(args.tls_keyfile):
+        raise SystemExit("--tls-certfile and --tls-keyfile go together")
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=False,
+        ssl_certfile=str(args.tls_certfile) if args.tls_certfile else None,
+        ssl_keyfile=str(args.tls_keyfile) if args.tls_keyfile else None,
+    )
     return 0

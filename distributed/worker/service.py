@@ -64,6 +64,20 @@ class LoadedModel:
     vae_name: str | None
 
 
+@dataclass
+class Render:
+    """One request, checked and resolved: what every step of rendering and reporting it needs."""
+
+    request: Txt2ImgRequest
+    kind: str
+    choice: SamplerChoice
+    prompt: str  # extra-network tags removed
+    negative: str
+    inputs: ImageInputs | None
+    loaded: LoadedModel
+    clip_skip: int
+
+
 def fixed_seed(seed: int) -> int:
     return random.randrange(4294967294) if seed == -1 else seed
 
@@ -171,19 +185,10 @@ class WorkerService:
             if not request.override_settings_restore_afterwards:
                 self.options.sd_model_checkpoint = loaded.checkpoint.title
                 self.options.sd_vae = str(vae_name or "Automatic")
-            return self._run(request, kind, choice, prompt, negative, inputs, loaded, clip_skip)
+            return self._run(Render(request, kind, choice, prompt, negative, inputs, loaded, clip_skip))
 
-    def _run(
-        self,
-        request: Txt2ImgRequest,
-        kind: str,
-        choice: SamplerChoice,
-        prompt: str,
-        negative: str,
-        inputs: ImageInputs | None,
-        loaded: LoadedModel,
-        clip_skip: int,
-    ) -> dict[str, Any]:
+    def _run(self, render: Render) -> dict[str, Any]:
+        request = render.request
         total = request.batch_size * request.n_iter
         seed = fixed_seed(request.seed)
         subseed = fixed_seed(request.subseed)
@@ -191,28 +196,23 @@ class WorkerService:
         all_seeds = [seed + (i if request.subseed_strength == 0 else 0) for i in range(total)]
         all_subseeds = [subseed + i for i in range(total)]
         images: list[Image.Image] = []
-        self.state.begin(f"scripts_{kind}", request.n_iter)
+        self.state.begin(f"scripts_{render.kind}", request.n_iter)
         try:
             for batch in range(request.n_iter):
                 if self.state.interrupted:
                     break
                 first = batch * request.batch_size
                 indices = range(first, first + request.batch_size)
-                spec = self._batch_spec(
-                    request, choice, prompt, negative, inputs, clip_skip, all_seeds, all_subseeds, indices
-                )
+                spec = _batch_spec(render, all_seeds, all_subseeds, indices)
                 self.state.begin_batch(
-                    batch, request.batch_size, request.width, request.height, _steps_run(request, inputs)
+                    batch, request.batch_size, request.width, request.height, _steps_run(request, render.inputs)
                 )
-                images += render_batch(loaded.components, spec, self.state.after_step)
+                images += render_batch(render.loaded.components, spec, self.state.after_step)
         finally:
             self.state.end()
-        params = [
-            self._params(request, choice, loaded, clip_skip, all_seeds[i], all_subseeds[i], inputs)
-            for i in range(len(images))
-        ]
+        params = [_params(render, all_seeds[i], all_subseeds[i]) for i in range(len(images))]
         infotexts = [build_infotext(request.prompt, request.negative_prompt, p) for p in params]
-        info = self._info(request, choice, loaded, clip_skip, seed, subseed, all_seeds, all_subseeds, infotexts, total)
+        info = _info(render, seed, subseed, all_seeds, all_subseeds, infotexts)
         encoded = (
             [png_to_base64(image, text) for image, text in zip(images, infotexts, strict=True)]
             if request.send_images
@@ -224,115 +224,92 @@ class WorkerService:
             parameters["mask"] = None
         return {"images": encoded, "parameters": parameters, "info": json.dumps(info)}
 
-    @staticmethod
-    def _batch_spec(
-        request: Txt2ImgRequest,
-        choice: SamplerChoice,
-        prompt: str,
-        negative: str,
-        inputs: ImageInputs | None,
-        clip_skip: int,
-        all_seeds: list[int],
-        all_subseeds: list[int],
-        indices: range,
-    ) -> BatchSpec:
-        count = len(indices)
-        return BatchSpec(
-            prompts=[prompt] * count,
-            negative_prompts=[negative] * count,
-            seeds=[all_seeds[i] for i in indices],
-            subseeds=[all_subseeds[i] for i in indices],
-            subseed_strength=request.subseed_strength,
-            width=request.width,
-            height=request.height,
-            steps=request.steps,
-            cfg_scale=request.cfg_scale,
-            sampler=choice,
-            clip_skip=clip_skip,
-            init_images=inputs.init_images if inputs else None,
-            denoising_strength=request.denoising_strength if inputs and request.denoising_strength is not None else 1.0,
-            inpainting=inputs.inpainting if inputs else None,
-        )
 
-    @staticmethod
-    def _params(
-        request: Txt2ImgRequest,
-        choice: SamplerChoice,
-        loaded: LoadedModel,
-        clip_skip: int,
-        seed: int,
-        subseed: int,
-        inputs: ImageInputs | None,
-    ) -> dict[str, ParamValue]:
-        """The infotext's parameters, in A1111's order (processing.create_infotext)."""
-        variation = request.subseed_strength != 0
-        return {
-            "Steps": request.steps,
-            "Sampler": choice.sampler.name,
-            "Schedule type": choice.schedule.label,
-            "CFG scale": request.cfg_scale,
-            "Seed": seed,
-            "Size": f"{request.width}x{request.height}",
-            "Model hash": loaded.checkpoint.shorthash,
-            "Model": loaded.checkpoint.model_name,
-            "VAE": loaded.vae_name.rsplit(".", 1)[0] if loaded.vae_name else None,
-            "Variation seed": subseed if variation else None,
-            "Variation seed strength": request.subseed_strength if variation else None,
-            "Denoising strength": request.denoising_strength if inputs else None,
-            "Clip skip": clip_skip if clip_skip > 1 else None,
-            "Mask blur": _mask_blur(request) if inputs and inputs.inpainting else None,
-            "Version": VERSION_TEXT,
-        }
+def _batch_spec(render: Render, all_seeds: list[int], all_subseeds: list[int], indices: range) -> BatchSpec:
+    request, inputs = render.request, render.inputs
+    count = len(indices)
+    return BatchSpec(
+        prompts=[render.prompt] * count,
+        negative_prompts=[render.negative] * count,
+        seeds=[all_seeds[i] for i in indices],
+        subseeds=[all_subseeds[i] for i in indices],
+        subseed_strength=request.subseed_strength,
+        width=request.width,
+        height=request.height,
+        steps=request.steps,
+        cfg_scale=request.cfg_scale,
+        sampler=render.choice,
+        clip_skip=render.clip_skip,
+        init_images=inputs.init_images if inputs else None,
+        denoising_strength=request.denoising_strength if inputs and request.denoising_strength is not None else 1.0,
+        inpainting=inputs.inpainting if inputs else None,
+    )
 
-    @staticmethod
-    def _info(
-        request: Txt2ImgRequest,
-        choice: SamplerChoice,
-        loaded: LoadedModel,
-        clip_skip: int,
-        seed: int,
-        subseed: int,
-        all_seeds: list[int],
-        all_subseeds: list[int],
-        infotexts: list[str],
-        total: int,
-    ) -> dict[str, Any]:
-        """The `info` JSON, shaped like A1111's Processed.js()."""
-        return {
-            "prompt": request.prompt,
-            "all_prompts": [request.prompt] * total,
-            "negative_prompt": request.negative_prompt,
-            "all_negative_prompts": [request.negative_prompt] * total,
-            "seed": seed,
-            "all_seeds": all_seeds,
-            "subseed": subseed,
-            "all_subseeds": all_subseeds,
-            "subseed_strength": request.subseed_strength,
-            "width": request.width,
-            "height": request.height,
-            "sampler_name": choice.sampler.name,
-            "scheduler": choice.schedule.label,
-            "cfg_scale": request.cfg_scale,
-            "steps": request.steps,
-            "batch_size": request.batch_size,
-            "restore_faces": False,
-            "face_restoration_model": None,
-            "sd_model_name": loaded.checkpoint.model_name,
-            "sd_model_hash": loaded.checkpoint.shorthash,
-            "sd_vae_name": loaded.vae_name,
-            "sd_vae_hash": None,
-            "seed_resize_from_w": -1,
-            "seed_resize_from_h": -1,
-            "denoising_strength": request.denoising_strength,
-            "extra_generation_params": {},
-            "index_of_first_image": 0,
-            "infotexts": infotexts,
-            "styles": [],
-            "job_timestamp": "",
-            "clip_skip": clip_skip,
-            "is_using_inpainting_conditioning": False,
-            "version": VERSION_TEXT,
-        }
+
+def _params(render: Render, seed: int, subseed: int) -> dict[str, ParamValue]:
+    """The infotext's parameters, in A1111's order (processing.create_infotext)."""
+    request, loaded, inputs = render.request, render.loaded, render.inputs
+    variation = request.subseed_strength != 0
+    return {
+        "Steps": request.steps,
+        "Sampler": render.choice.sampler.name,
+        "Schedule type": render.choice.schedule.label,
+        "CFG scale": request.cfg_scale,
+        "Seed": seed,
+        "Size": f"{request.width}x{request.height}",
+        "Model hash": loaded.checkpoint.shorthash,
+        "Model": loaded.checkpoint.model_name,
+        "VAE": loaded.vae_name.rsplit(".", 1)[0] if loaded.vae_name else None,
+        "Variation seed": subseed if variation else None,
+        "Variation seed strength": request.subseed_strength if variation else None,
+        "Denoising strength": request.denoising_strength if inputs else None,
+        "Clip skip": render.clip_skip if render.clip_skip > 1 else None,
+        "Mask blur": _mask_blur(request) if inputs and inputs.inpainting else None,
+        "Version": VERSION_TEXT,
+    }
+
+
+def _info(
+    render: Render, seed: int, subseed: int, all_seeds: list[int], all_subseeds: list[int], infotexts: list[str]
+) -> dict[str, Any]:
+    """The `info` JSON, shaped like A1111's Processed.js()."""
+    request, loaded = render.request, render.loaded
+    total = request.batch_size * request.n_iter
+    return {
+        "prompt": request.prompt,
+        "all_prompts": [request.prompt] * total,
+        "negative_prompt": request.negative_prompt,
+        "all_negative_prompts": [request.negative_prompt] * total,
+        "seed": seed,
+        "all_seeds": all_seeds,
+        "subseed": subseed,
+        "all_subseeds": all_subseeds,
+        "subseed_strength": request.subseed_strength,
+        "width": request.width,
+        "height": request.height,
+        "sampler_name": render.choice.sampler.name,
+        "scheduler": render.choice.schedule.label,
+        "cfg_scale": request.cfg_scale,
+        "steps": request.steps,
+        "batch_size": request.batch_size,
+        "restore_faces": False,
+        "face_restoration_model": None,
+        "sd_model_name": loaded.checkpoint.model_name,
+        "sd_model_hash": loaded.checkpoint.shorthash,
+        "sd_vae_name": loaded.vae_name,
+        "sd_vae_hash": None,
+        "seed_resize_from_w": -1,
+        "seed_resize_from_h": -1,
+        "denoising_strength": request.denoising_strength,
+        "extra_generation_params": {},
+        "index_of_first_image": 0,
+        "infotexts": infotexts,
+        "styles": [],
+        "job_timestamp": "",
+        "clip_skip": render.clip_skip,
+        "is_using_inpainting_conditioning": False,
+        "version": VERSION_TEXT,
+    }
 
 
 def _steps_run(request: Txt2ImgRequest, inputs: ImageInputs | None) -> int:

@@ -1,0 +1,1 @@
+"""`python -m distributed bench`: measured ratios against the ideal and against the simple strategies."""
