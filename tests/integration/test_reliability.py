@@ -229,6 +229,9 @@ _REPORT_HEAD = """# Reliability
 Written by `DISTRIBUTED_RELIABILITY_REPORT=docs/reliability.md pytest tests/integration/test_reliability.py`.
 Each row is one job of 6 images on two workers: a healthy one, and one behind a fault-injecting proxy
 (`tests/faultproxy.py`) in front of a real headless worker. Timeouts as in the test: connect 1 s, probe 1 s,
-chunk deadline 3 s + 2 x predicted. Every image arrived in every row, with its own seed.
+chunk deadline 3 s + 2 x predicted. Every image arrived in every row, with its own seed. The healthy worker alone
+needs 6 s for the 6 images, so a job time near 6 s means the fault cost nothing. "online" at the end means the
+faulty worker answered its health probe again and was re-admitted (its health endpoint still works); the failed
+chunk was re-run elsewhere either way.
 
 """
