@@ -26,7 +26,6 @@ from distributed.config import Timeouts, WorkerConfig
 from distributed.errors import (
     ConfigError,
     WorkerAuthError,
-    WorkerError,
     WorkerHTTPError,
     WorkerInvalidResponse,
     WorkerModelMissing,
@@ -214,7 +213,7 @@ class WorkerClient:
 
 def _asks_for_model(payload: dict[str, Any]) -> bool:
     overrides = payload.get("override_settings") or {}
-    return "sd_model_checkpoint" in payload or (isinstance(overrides, dict) and "sd_model_checkpoint" in overrides)
+    return isinstance(overrides, dict) and "sd_model_checkpoint" in overrides
 
 
 def _detail(body: bytes) -> str:
@@ -230,6 +229,3 @@ def _detail(body: bytes) -> str:
 def _short(exc: Exception) -> str:
     text = str(exc)
     return text if len(text) < 300 else text[:300] + "..."
-
-
-__all__ = ["GenerationResponse", "WorkerClient", "WorkerError", "resolve_auth"]

@@ -76,7 +76,7 @@ def run_demo(args: argparse.Namespace) -> int:
         ideal_s=ideal,
         title=f"{len(result.requested)} images on a 5:2:1 fleet: {result.wall_s:.2f} s, ideal {ideal:.2f} s",
     )
-    (args.out / "summary.json").write_text(json.dumps(summary_json(result, spec), indent=2), encoding="utf-8")
+    (args.out / "summary.json").write_text(json.dumps(summary_json(result), indent=2), encoding="utf-8")
     print(summary_table(result, ideal_s=ideal))
     print(
         f"wrote {len(result.requested)} images, contact-sheet.png and timeline.png to {args.out}/ "

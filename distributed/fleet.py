@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -122,7 +123,7 @@ class Fleet:
             client = WorkerClient(worker, config.options.timeouts, verify_tls_default)
             self.members[worker.name] = FleetMember(worker, client, cost)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[FleetMember]:
         return iter(self.members.values())
 
     def usable(self) -> list[FleetMember]:

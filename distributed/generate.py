@@ -103,7 +103,7 @@ def write_images(result: JobResult, out: Path) -> list[Path]:
     return paths
 
 
-def summary_json(result: JobResult, spec: JobSpec) -> dict[str, Any]:
+def summary_json(result: JobResult) -> dict[str, Any]:
     return {
         "images": len(result.requested),
         "wall_s": round(result.wall_s, 3),
@@ -134,7 +134,7 @@ def run_generate(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        paths = write_images(result, args.out)
+        write_images(result, args.out)
         if args.save_config and args.config:
             save_config(fleet.learned_config(), args.config)
     except (OSError, ConfigError) as exc:
@@ -145,8 +145,7 @@ def run_generate(args: argparse.Namespace) -> int:
     complete = len(result.requested) == spec.images
     print(summary_table(result), file=sys.stderr if args.json else sys.stdout)
     if args.json:
-        print(json.dumps(summary_json(result, spec)))
+        print(json.dumps(summary_json(result)))
     if not complete:
         print(f"error: only {len(result.requested)} of {spec.images} images were made", file=sys.stderr)
-    logger.debug("wrote %d files", len(paths))
     return 0 if complete else 1

@@ -6,14 +6,13 @@ The first thing to run on a fresh machine: it proves the worker, the model and t
 from __future__ import annotations
 
 import argparse
-import base64
-import json
 import time
 from pathlib import Path
 
-import requests
-
-from distributed.images import contact_sheet, decode_base64_image, png_parameters
+from distributed.client import WorkerClient
+from distributed.compat import validate
+from distributed.config import Timeouts, WorkerConfig
+from distributed.images import contact_sheet, decode_image_bytes, png_parameters
 from distributed.localfleet import LocalWorker
 
 
@@ -41,21 +40,20 @@ def run_render(args: argparse.Namespace) -> int:
             "sampler_name": "Euler a",
             "cfg_scale": 7.0,
         }
-        response = requests.post(f"{worker.url}/sdapi/v1/txt2img", json=payload, timeout=(5, 600))
-        response.raise_for_status()
-        body = response.json()
-    info = json.loads(body["info"])
+        client = WorkerClient(validate(WorkerConfig, {"name": worker.name, "url": worker.url}), validate(Timeouts, {}))
+        response = client.generate("txt2img", payload, read_s=600)
+        client.close()
     images = []
-    for index, (encoded, seed) in enumerate(zip(body["images"], info["all_seeds"], strict=False)):
+    for index, (png, seed) in enumerate(zip(response.images, response.info["all_seeds"], strict=False)):
         path = args.out / f"{index:05d}-{seed}.png"
-        path.write_bytes(base64.b64decode(encoded))
-        image = decode_base64_image(encoded)
+        path.write_bytes(png)
+        image = decode_image_bytes(png)
         images.append(image)
         text = png_parameters(image) or ""
         print(f"{path}  {text.splitlines()[-1] if text else ''}")
     contact_sheet(images).save(args.out / "contact-sheet.png")
     print(
-        f"worker ready in {ready:.1f} s; {len(body['images'])} images in {time.monotonic() - started:.1f} s "
+        f"worker ready in {ready:.1f} s; {len(images)} images in {time.monotonic() - started:.1f} s "
         f"written to {args.out}/"
     )
     return 0

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import struct
 import time
+import zlib
 from typing import Any
 
 import pytest
@@ -38,7 +40,14 @@ def _answer(status: int, payload: Any) -> Any:
     return lambda method, path, body: (status, payload)
 
 
-PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 16).decode()
+def _png_header(width: int, height: int) -> str:
+    """The first bytes of a PNG whose header claims this size (a decompression bomb needs no more to start)."""
+    ihdr = struct.pack(">II", width, height) + bytes([8, 2, 0, 0, 0])
+    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return base64.b64encode(b"\x89PNG\r\n\x1a\n" + chunk).decode()
+
+
+PNG = _png_header(64, 64)
 
 
 @pytest.mark.parametrize(
@@ -52,6 +61,7 @@ PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 16).decode()
         (200, {"images": ["%%%"], "info": "{}"}, WorkerInvalidResponse),
         (200, {"images": [base64.b64encode(b"GIF89a").decode()], "info": "{}"}, WorkerInvalidResponse),
         (200, {"images": [PNG], "info": "not json"}, WorkerInvalidResponse),
+        (200, {"images": [_png_header(100_000, 100_000)], "info": "{}"}, WorkerInvalidResponse),
     ],
 )
 def test_bad_answers_map_to_the_error_tree(status: int, payload: Any, error: type[Exception]) -> None:
@@ -113,3 +123,9 @@ def test_a_request_every_worker_fails_ends_the_job() -> None:
         data = {"workers": [{"name": "one", "url": first}, {"name": "two", "url": second}]}
         with pytest.raises(JobError, match="failed on 2 workers"):
             Job(Fleet(validate(FleetConfig, data)), _spec(2)).run()
+
+
+def test_an_image_claiming_huge_dimensions_is_refused_before_decoding() -> None:
+    bomb = {"images": [_png_header(100_000, 100_000)], "info": "{}"}
+    with fake_worker(_answer(200, bomb)) as url, pytest.raises(WorkerInvalidResponse, match="100000x100000"):
+        _client(url).generate("txt2img", {}, read_s=5)
