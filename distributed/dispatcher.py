@@ -133,6 +133,9 @@ class Job:
         try:
             self._check_availability(pool)
             return self._loop(pool)
+        except JobError as error:
+            error.partial = self._result()
+            raise
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
 

@@ -16,6 +16,8 @@ DistributedError
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class DistributedError(Exception):
     """Base of every error this package raises."""
@@ -76,7 +78,9 @@ class WorkerInvalidResponse(WorkerError):
 
 
 class JobError(DistributedError):
-    """A job as a whole failed."""
+    """A job as a whole failed; `partial` holds the images that did arrive (a JobResult), so none are lost."""
+
+    partial: Any = None
 
 
 class NoWorkersError(JobError):

@@ -14,7 +14,7 @@ from distributed.config import FleetConfig, WorkerConfig, check_url, load_config
 from distributed.costmodel import Workload
 from distributed.dispatcher import Job
 from distributed.display import LiveBars, summary_table
-from distributed.errors import ConfigError, DistributedError
+from distributed.errors import ConfigError, DistributedError, JobError
 from distributed.fleet import Fleet
 from distributed.jobs import JobResult, JobSpec, fixed_seed
 
@@ -130,6 +130,13 @@ def run_generate(args: argparse.Namespace) -> int:
         if args.extra_images or config.options.extra_images:
             spec.extra_slack = config.options.extra_slack
         result, fleet = run_job(config, spec, verify_tls=not args.skip_verify, show=True)
+    except JobError as exc:
+        partial = exc.partial
+        if partial is not None and partial.images:
+            write_images(partial, args.out)
+            print(f"wrote the {len(partial.images)} images that arrived to {args.out}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except DistributedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -241,3 +241,20 @@ def test_generate_cli_refuses_bad_flags(tmp_path: Path) -> None:
     bad_config = _cli("--out", str(tmp_path), "--images", "1", "--config", str(broken))
     assert bad_config.returncode == 2
     assert str(broken) in bad_config.stderr and "'a'" in bad_config.stderr and "url" in bad_config.stderr
+
+
+def test_a_job_that_cannot_finish_still_hands_back_what_arrived() -> None:
+    with LocalWorker("lonely", emulate_ipm=120, threads=1) as lonely:
+        fleet = _fleet({"lonely": lonely.url})
+
+        def kill_after_first(event: ProgressEvent) -> None:
+            if event.kind == "done":
+                lonely.kill()
+
+        with pytest.raises(NoWorkersError) as raised:
+            Job(fleet, _spec(6, seed=500), on_event=kill_after_first).run()
+    partial = raised.value.partial
+    assert isinstance(partial, JobResult)
+    assert partial.images, "the first chunk's images were lost"
+    assert [image.seed for image in partial.images] == [500 + image.index for image in partial.images]
+    assert "lonely" in str(raised.value)
