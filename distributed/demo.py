@@ -13,13 +13,11 @@ from distributed.charts import timeline_chart
 from distributed.compat import validate
 from distributed.config import FleetConfig
 from distributed.costmodel import Workload
-from distributed.dispatcher import Job
-from distributed.display import LiveBars, summary_table
-from distributed.fleet import Fleet
-from distributed.generate import summary_json, write_images
+from distributed.display import summary_table
+from distributed.generate import run_job, summary_json, write_images
 from distributed.images import contact_sheet, decode_image_bytes
 from distributed.jobs import JobSpec
-from distributed.localfleet import LocalWorker
+from distributed.localfleet import LocalWorker, start_all
 
 SPEEDS = {"fast": 60.0, "medium": 24.0, "slow": 12.0}  # images per minute at 64x64, 4 steps: 5:2:1
 
@@ -40,10 +38,7 @@ def run_demo(args: argparse.Namespace) -> int:
         LocalWorker(name, emulate_ipm=ipm, threads=1, log_path=logs / f"{name}.log") for name, ipm in SPEEDS.items()
     ]
     try:
-        for worker in workers:
-            worker.launch()
-        for worker in workers:
-            worker.wait_ready()
+        start_all(workers)
         config = validate(FleetConfig, {"workers": [{"name": w.name, "url": w.url} for w in workers]})
         spec = JobSpec(
             kind="txt2img",
@@ -60,9 +55,8 @@ def run_demo(args: argparse.Namespace) -> int:
             subseed=args.seed,
             workload=Workload(64, 64, 4),
         )
-        fleet = Fleet(config)
         started = time.monotonic()
-        result = Job(fleet, spec, on_event=LiveBars([w.name for w in workers], spec.images)).run()
+        result, fleet = run_job(config, spec, verify_tls=True, show=True)
         fleet.close()
     finally:
         for worker in workers:

@@ -190,8 +190,11 @@ class Job:
             statistics.median(c.overhead_s for c in known), statistics.median(c.seconds_per_unit for c in known)
         )
 
+    def _cost(self, member: FleetMember) -> CostModel:
+        return member.cost if member.cost is not None else member.ensure_cost(self._prior())
+
     def _slot(self, member: FleetMember, now: float) -> Slot:
-        cost = member.ensure_cost(self._prior())
+        cost = self._cost(member)
         busy = [f for f in self._inflight.values() if f.member is member]
         available = max([0.0, *[f.predicted_end - now for f in busy]])
         available = max(available, self._busy_elsewhere.get(member.name, 0.0) - now)
@@ -236,7 +239,7 @@ class Job:
                 self._send(pool, member, extra, now)
 
     def _send(self, pool: ThreadPoolExecutor, member: FleetMember, chunk: Chunk, now: float) -> None:
-        cost = member.ensure_cost(self._prior())
+        cost = self._cost(member)
         waiting = max(0.0, self._busy_elsewhere.pop(member.name, 0.0) - now)
         predicted = waiting + cost.predict(chunk.count, self.spec.workload)
         allowed = self.timeouts.chunk_min_s + self.timeouts.chunk_factor * predicted
@@ -300,8 +303,7 @@ class Job:
                 if len(failed_on) >= limit:
                     raise JobError(f"image {index} failed on {len(failed_on)} workers; last: {error}")
         member.record_error(error)
-        if member.state == WorkerState.OFFLINE:
-            self._local[member.name].next_probe_at = time.monotonic() + member.probe_delay()
+        self._probe_later_if_offline(member)
         self._emit(member.name, "failed", detail=str(error))
 
     def _expire_deadlines(self, now: float) -> None:
@@ -322,14 +324,13 @@ class Job:
         for future, member in calls.items():
             if future not in done:
                 member.set_state(WorkerState.OFFLINE, "no answer to progress")
-                self._local[member.name].next_probe_at = now + member.probe_delay()
+                self._probe_later_if_offline(member)
                 continue
             try:
                 progress = future.result()
             except WorkerError as error:
                 member.record_error(error)
-                if member.state == WorkerState.OFFLINE:
-                    self._local[member.name].next_probe_at = now + member.probe_delay()
+                self._probe_later_if_offline(member)
                 continue
             state = progress.get("state") or {}
             if isinstance(state, dict) and state.get("job_count"):
@@ -343,6 +344,11 @@ class Job:
             if flight.member.name not in asked:
                 self._side[pool.submit(flight.member.client.progress)] = ("progress", flight.member)
                 asked.add(flight.member.name)
+
+    def _probe_later_if_offline(self, member: FleetMember) -> None:
+        """An offline worker is asked again after its backoff (auth or model problems do not fix themselves)."""
+        if member.state == WorkerState.OFFLINE:
+            self._local[member.name].next_probe_at = time.monotonic() + member.probe_delay()
 
     def _submit_due_probes(self, pool: ThreadPoolExecutor, now: float) -> None:
         for member in self.members:
@@ -361,7 +367,7 @@ class Job:
                 self._emit(member.name, "state", detail="back online")
             else:
                 member.set_state(WorkerState.OFFLINE, getattr(error, "reason", "probe failed"), str(error))
-                self._local[member.name].next_probe_at = time.monotonic() + member.probe_delay()
+                self._probe_later_if_offline(member)
         elif kind == "progress":
             if error is not None:
                 for flight in flights:

@@ -151,3 +151,11 @@ class LocalWorker:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def start_all(workers: Sequence[LocalWorker], timeout: float = 60.0) -> None:
+    """Launch every worker, then wait for each: they load their models in parallel."""
+    for worker in workers:
+        worker.launch()
+    for worker in workers:
+        worker.wait_ready(timeout)

@@ -14,7 +14,7 @@ from distributed.costmodel import CostModel, Workload
 from distributed.dispatcher import Job
 from distributed.fleet import Fleet, FleetMember
 from distributed.jobs import JobResult, JobSpec, check_response
-from distributed.localfleet import LocalWorker
+from distributed.localfleet import LocalWorker, start_all
 from distributed.scheduler import Chunk
 
 WORKLOAD = Workload(64, 64, 4)
@@ -54,10 +54,7 @@ class LocalFleet:
         self.benchmark_seconds: dict[str, float] = {}
 
     def __enter__(self) -> LocalFleet:
-        for worker in self.workers.values():
-            worker.launch()
-        for worker in self.workers.values():
-            worker.wait_ready()
+        start_all(list(self.workers.values()))
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -21,7 +21,7 @@ from distributed.fleet import Fleet, WorkerState
 from distributed.images import decode_image_bytes, png_parameters
 from distributed.infotext import parse_infotext
 from distributed.jobs import JobResult, JobSpec
-from distributed.localfleet import LocalWorker
+from distributed.localfleet import LocalWorker, start_all
 from tests.faults import fake_worker, hangs_on_generation
 from tests.helpers import max_diff, ok, txt2img
 from tests.integration.conftest import AUTH
@@ -32,11 +32,8 @@ SPEEDS = {"fast": 60.0, "medium": 24.0, "slow": 12.0}
 @pytest.fixture(scope="module")
 def fleet_workers() -> Iterator[dict[str, LocalWorker]]:
     workers = {name: LocalWorker(name, emulate_ipm=ipm, threads=1) for name, ipm in SPEEDS.items()}
-    for worker in workers.values():
-        worker.launch()
     try:
-        for worker in workers.values():
-            worker.wait_ready()
+        start_all(list(workers.values()))
         yield workers
     finally:
         for worker in workers.values():
@@ -115,11 +112,8 @@ def test_generate_cli_on_an_unequal_fleet(fleet_workers: dict[str, LocalWorker],
 
 def test_a_killed_worker_loses_nothing(tmp_path: Path) -> None:
     workers = {n: LocalWorker(f"kill-{n}", emulate_ipm=ipm, threads=1) for n, ipm in (("a", 60.0), ("b", 60.0))}
-    for worker in workers.values():
-        worker.launch()
     try:
-        for worker in workers.values():
-            worker.wait_ready()
+        start_all(list(workers.values()))
         fleet = _fleet({name: w.url for name, w in workers.items()})
         victim_busy = threading.Event()
 

@@ -18,7 +18,7 @@ from distributed.dispatcher import Job
 from distributed.errors import NoWorkersError
 from distributed.fleet import Fleet
 from distributed.jobs import JobSpec
-from distributed.localfleet import LocalWorker
+from distributed.localfleet import LocalWorker, start_all
 from tests.faultproxy import Fault, FaultProxy
 
 JOBS = 200
@@ -39,13 +39,10 @@ MEMORY_BOUND_MB = 40
 @pytest.fixture(scope="module")
 def proxied() -> Iterator[list[FaultProxy]]:
     workers = [LocalWorker(f"soak{i}", threads=1, emulate_ipm=600) for i in range(3)]
-    for worker in workers:
-        worker.launch()
     proxies = []
     try:
-        for worker in workers:
-            worker.wait_ready()
-            proxies.append(FaultProxy(worker.url).start())
+        start_all(workers)
+        proxies = [FaultProxy(worker.url).start() for worker in workers]
         yield proxies
     finally:
         for proxy in proxies:
