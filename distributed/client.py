@@ -199,10 +199,17 @@ class WorkerClient:
         self.request("POST", "/sdapi/v1/skip")
 
     def sd_models(self) -> list[dict[str, Any]]:
-        body = self.request("GET", "/sdapi/v1/sd-models", read_s=max(self.timeouts.probe_s, 10.0))
+        return self.listing("/sdapi/v1/sd-models")
+
+    def listing(self, path: str) -> list[dict[str, Any]]:
+        """A list endpoint (/loras, /sd-vae): the entries that are JSON objects."""
+        body = self.request("GET", path, read_s=max(self.timeouts.probe_s, 10.0))
         if not isinstance(body, list):
-            raise WorkerInvalidResponse(self.name, "sd-models is not a list")
-        return [m for m in body if isinstance(m, dict)]
+            raise WorkerInvalidResponse(self.name, f"{path} is not a list")
+        return [entry for entry in body if isinstance(entry, dict)]
+
+    def script_info(self) -> list[dict[str, Any]]:
+        return self.listing("/sdapi/v1/script-info")
 
     def options(self) -> dict[str, Any]:
         body = self.request("GET", "/sdapi/v1/options")

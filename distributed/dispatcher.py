@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -89,6 +89,7 @@ class Job:
         on_event: EventSink | None = None,
         workers: list[str] | None = None,
         timeouts: Timeouts | None = None,
+        indices: Iterable[int] | None = None,
     ) -> None:
         self.fleet = fleet
         self.spec = spec
@@ -99,7 +100,9 @@ class Job:
         self._wake: Future[None] = Future()
         self._interrupted = False
         self._skip_requested = False
-        self._pending: set[int] = set(range(spec.images))
+        # the indices this job renders: all N, or the part the webui's master leaves to the fleet
+        self._pending: set[int] = set(range(spec.images) if indices is None else indices)
+        self._total = len(self._pending)
         self._results: dict[int, ImageResult] = {}
         self._inflight: dict[Future[GenerationResponse], _InFlight] = {}
         self._side: dict[Future[Any], tuple[str, FleetMember]] = {}  # probes, progress, interrupt calls
@@ -202,8 +205,8 @@ class Job:
         limits = [caps.max_batch or DEFAULT_MAX_BATCH]
         if caps.max_pixels:
             limits.append(max(1, caps.max_pixels // max(1, self.spec.workload.pixels)))
-        if not member.calibrated:
-            limits.append(1)  # an unknown worker first shows its speed on a single image
+        if not member.calibrated or not self.spec.uniform:
+            limits.append(1)  # an unknown worker first shows its speed on a single image; prompts differ by image
         return Slot(
             member.name,
             cost.overhead_s,
@@ -429,6 +432,6 @@ class Job:
     def _emit(self, worker: str, kind: str, **fields: Any) -> None:
         done = sum(1 for i in self._results if i < self.spec.images)
         try:
-            self.on_event(ProgressEvent(worker, kind, done, self.spec.images, **fields))
+            self.on_event(ProgressEvent(worker, kind, done, self._total, **fields))
         except Exception:  # a broken progress display must not break the job
             logger.exception("progress callback failed")

@@ -29,6 +29,16 @@ class JobSpec:
     subseed_strength: float = 0.0
     workload: Workload = field(default_factory=lambda: Workload(512, 512, 20))
     extra_slack: float | None = None  # opt-in extras for idle time
+    # per-image prompts when they differ by index (wildcards, the master's styles already applied): each image is
+    # then its own request, as A1111's API takes one prompt per request
+    prompts: list[str] | None = None
+    negative_prompts: list[str] | None = None
+    # what differs by worker (its title for the checkpoint, the scripts it has): merged into each chunk's request
+    per_worker: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def uniform(self) -> bool:
+        return all(len(set(texts)) <= 1 for texts in (self.prompts or [], self.negative_prompts or []))
 
     def seeds_for(self, index: int) -> tuple[int, int]:
         """A1111's rule: seed + k (or the seed itself with variation on), subseed + k."""
@@ -38,6 +48,13 @@ class JobSpec:
     def chunk_payload(self, chunk: Chunk) -> dict[str, Any]:
         seed, subseed = self.seeds_for(chunk.start)
         payload = dict(self.payload)
+        if self.prompts:
+            payload["prompt"] = self.prompts[chunk.start]
+        if self.negative_prompts:
+            payload["negative_prompt"] = self.negative_prompts[chunk.start]
+        for key, value in self.per_worker.get(chunk.worker, {}).items():
+            both_dicts = isinstance(value, dict) and isinstance(payload.get(key), dict)
+            payload[key] = {**payload[key], **value} if both_dicts else value
         payload.update(
             seed=seed,
             subseed=subseed,

@@ -1,0 +1,283 @@
+"""The fleet as the webui's tab and REST API manage it: one lock around every change, atomic saves.
+
+Workers come from workers.json and from `--distributed-remotes`. Edits go to the file (a flag-given worker is
+written there once the user edits it). The live Fleet keeps each member's state and learned speed across edits of
+other workers. Nothing here imports the webui or gradio, so the tab, the REST routes and the tests share it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from distributed import __version__
+from distributed.benchmark import BenchmarkOutcome, benchmark_member
+from distributed.compat import copy_with, dump, error_locations, validate
+from distributed.config import (
+    FleetConfig,
+    FleetOptions,
+    WorkerConfig,
+    load_config,
+    parse_config,
+    save_config,
+)
+from distributed.costmodel import CostModel, Workload
+from distributed.errors import ConfigError, WorkerError
+from distributed.fleet import Fleet, FleetMember, WorkerState
+from distributed.jobs import JobResult
+from distributed.views import JobView, StatusView, ThroughputPoint, WorkerInput, WorkerView, worker_view
+
+logger = logging.getLogger(__name__)
+
+HISTORY_LENGTH = 200  # throughput points kept for the tab's chart
+FILE, FLAG = "workers.json", "--distributed-remotes"
+
+
+class FleetManager:
+    def __init__(self, path: Path, flag_workers: list[WorkerConfig], verify_tls_default: bool = True) -> None:
+        self.path = path
+        self.verify_tls_default = verify_tls_default
+        self._lock = threading.RLock()
+        self._flag_workers = list(flag_workers)
+        self._file = load_config(path)
+        self.fleet = Fleet(self._merged(), verify_tls_default)
+        self.master_cost: CostModel | None = None
+        self.job = JobView(running=False)
+        self.history: deque[ThroughputPoint] = deque(maxlen=HISTORY_LENGTH)
+
+    # -- reading -------------------------------------------------------------------------------------------------
+    def _merged(self) -> FleetConfig:
+        names = {w.name for w in self._file.workers}
+        extra = [w for w in self._flag_workers if w.name not in names]
+        return copy_with(self._file, workers=[dump(w) for w in [*self._file.workers, *extra]])
+
+    def source(self, name: str) -> str:
+        return FILE if any(w.name == name for w in self._file.workers) else FLAG
+
+    def workers(self) -> list[WorkerView]:
+        with self._lock:
+            return [worker_view(m, self.source(m.name)) for m in self.fleet]
+
+    def status(self) -> StatusView:
+        with self._lock:
+            return StatusView(
+                version=__version__,
+                config_path=str(self.path),
+                workers=self.workers(),
+                options=self._file.options,
+                master_ipm=round(self.master_cost.ipm(), 2) if self.master_cost else None,
+                job=self.job,
+                throughput=list(self.history),
+            )
+
+    def enabled_names(self) -> list[str]:
+        with self._lock:
+            return [m.name for m in self.fleet if m.config.enabled]
+
+    # -- changing ------------------------------------------------------------------------------------------------
+    def _commit(self, config: FleetConfig) -> None:
+        """Validate, save atomically, then swap the live fleet, keeping what members learned."""
+        checked = parse_config(_plain(config), str(self.path))
+        learned = self.fleet.learned_config()
+        costs = {w.name: w.cost_model for w in learned.workers}
+        workers = [copy_with(w, cost_model=costs.get(w.name) or w.cost_model) for w in checked.workers]
+        checked = copy_with(checked, workers=[dump(w) for w in workers])
+        save_config(checked, self.path)
+        self._file = checked
+        old = self.fleet
+        fleet = Fleet(self._merged(), self.verify_tls_default)
+        for name, member in fleet.members.items():
+            previous = old.members.get(name)
+            if previous is not None and previous.config == member.config:
+                fleet.members[name] = previous  # unchanged: keep its client, state and speed
+            elif previous is not None and previous.cost is not None:
+                member.cost, member.calibrated = previous.cost, previous.calibrated
+        self.fleet = fleet
+        for name, member in old.members.items():
+            if fleet.members.get(name) is not member:
+                member.client.close()
+
+    def _entry(self, data: WorkerInput, previous: WorkerConfig | None) -> WorkerConfig:
+        auth = None
+        if data.user:
+            password = data.password.get_secret_value() if data.password is not None else ""
+            if data.password_env:
+                auth = {"user": data.user, "password_env": data.password_env}
+            elif password:
+                auth = {"user": data.user, "password": password}
+            elif previous is not None and previous.auth is not None and previous.auth.password is not None:
+                auth = {"user": data.user, "password": previous.auth.password.get_secret_value()}
+            else:
+                raise ConfigError("a user needs a password or password_env", worker=data.name, field="auth")
+        entry = {
+            **(_plain(previous) if previous is not None else {}),
+            "name": data.name.strip(),
+            "url": data.url.strip(),
+            "enabled": data.enabled,
+            "auth": auth,
+            "verify_tls": data.verify_tls,
+            "caps": {"max_batch": data.max_batch, "max_pixels": data.max_pixels},
+        }
+        try:
+            return validate(WorkerConfig, entry)
+        except ValidationError as exc:
+            location, message = error_locations(exc)[0]
+            raise ConfigError(
+                message, path=str(self.path), worker=data.name, field=".".join(map(str, location))
+            ) from None
+
+    def _current(self, name: str) -> WorkerConfig | None:
+        for worker in self._merged().workers:
+            if worker.name == name:
+                return worker
+        return None
+
+    def add(self, data: WorkerInput) -> WorkerView:
+        with self._lock:
+            if self._current(data.name.strip()) is not None:
+                raise ConfigError("a worker with this name exists", worker=data.name, field="name")
+            entry = self._entry(data, None)
+            self._commit(copy_with(self._file, workers=[*map(dump, self._file.workers), dump(entry)]))
+            return worker_view(self.fleet.members[entry.name], FILE)
+
+    def update(self, name: str, data: WorkerInput) -> WorkerView:
+        with self._lock:
+            previous = self._current(name)
+            if previous is None:
+                raise ConfigError("no such worker", worker=name)
+            if data.name.strip() != name and self._current(data.name.strip()) is not None:
+                raise ConfigError("a worker with this name exists", worker=data.name, field="name")
+            entry = self._entry(data, previous)
+            kept = [dump(w) for w in self._file.workers if w.name != name]
+            self._commit(copy_with(self._file, workers=[*kept, dump(entry)]))
+            self._flag_workers = [w for w in self._flag_workers if w.name != name]
+            return worker_view(self.fleet.members[entry.name], FILE)
+
+    def remove(self, name: str) -> None:
+        with self._lock:
+            if self._current(name) is None:
+                raise ConfigError("no such worker", worker=name)
+            self._flag_workers = [w for w in self._flag_workers if w.name != name]
+            self._commit(copy_with(self._file, workers=[dump(w) for w in self._file.workers if w.name != name]))
+
+    def set_enabled(self, name: str, enabled: bool) -> WorkerView:
+        with self._lock:
+            current = self._current(name)
+            if current is None:
+                raise ConfigError("no such worker", worker=name)
+            entry = copy_with(current, enabled=enabled)
+            kept = [dump(w) for w in self._file.workers if w.name != name]
+            self._commit(copy_with(self._file, workers=[*kept, dump(entry)]))
+            self._flag_workers = [w for w in self._flag_workers if w.name != name]
+            member = self.fleet.members[name]
+            member.set_state(WorkerState.DISABLED if not enabled else WorkerState.ONLINE, "by the user")
+            return worker_view(member, FILE)
+
+    def set_options(self, options: FleetOptions) -> FleetOptions:
+        with self._lock:
+            self._commit(copy_with(self._file, options=dump(options)))
+            return self._file.options
+
+    # -- talking to workers --------------------------------------------------------------------------------------
+    def member(self, name: str) -> FleetMember:
+        with self._lock:
+            member = self.fleet.members.get(name)
+        if member is None:
+            raise ConfigError("no such worker", worker=name)
+        return member
+
+    def test(self, name: str) -> str:
+        """Ask one worker for its checkpoints: the answer or the error, in words."""
+        member = self.member(name)
+        try:
+            models = member.client.sd_models()
+        except WorkerError as error:
+            member.record_error(error)
+            return str(error)
+        if member.state != WorkerState.DISABLED:
+            member.set_state(WorkerState.ONLINE, "answered the connection test")
+        titles = ", ".join(str(m.get("title")) for m in models[:5]) or "none"
+        return f"{name}: online, {len(models)} checkpoints ({titles})"
+
+    def benchmark(self, names: list[str], workload: Workload, budget_s: float = 10.0) -> Iterator[BenchmarkOutcome]:
+        """Benchmark workers at once; each outcome as it finishes. Fitted speeds are saved to workers.json."""
+        members = [self.member(n) for n in names] if names else [m for m in self.fleet if m.config.enabled]
+        if not members:
+            return
+        with ThreadPoolExecutor(max_workers=len(members), thread_name_prefix="distributed-bench") as pool:
+            futures = [pool.submit(benchmark_member, m, workload, budget_s) for m in members]
+            for future in as_completed(futures):
+                outcome = future.result()
+                if outcome.record is not None:
+                    self._keep_benchmark(outcome)
+                yield outcome
+
+    def _keep_benchmark(self, outcome: BenchmarkOutcome) -> None:
+        with self._lock:
+            if not any(w.name == outcome.worker for w in self._file.workers):
+                return  # a flag-given worker: its speed stays in memory
+            workers = [
+                copy_with(w, benchmark=dump(outcome.record)) if w.name == outcome.worker and outcome.record else w
+                for w in self._file.workers
+            ]
+            try:
+                self._commit(copy_with(self._file, workers=[dump(w) for w in workers]))
+            except ConfigError as error:
+                logger.warning("benchmark of %s not saved: %s", outcome.worker, error)
+
+    # -- jobs ----------------------------------------------------------------------------------------------------
+    def job_started(self, total: int) -> None:
+        with self._lock:
+            self.job = JobView(running=True, total=total)
+
+    def job_progress(self, done: int, worker: str, worker_done: int) -> None:
+        with self._lock:
+            self.job.done = max(self.job.done, done)
+            self.job.workers[worker] = worker_done
+
+    def job_finished(self, result: JobResult | None, workload: Workload) -> None:
+        """Record a job's throughput for the chart and save the speeds it taught us."""
+        now = time.time()
+        with self._lock:
+            self.job.running = False
+            if result is None:
+                return
+            self.job.failures = list(result.failures)
+            for name, stats in result.workers.items():
+                if stats.images and stats.busy_s > 0:
+                    ipm = stats.images * 60.0 / stats.busy_s
+                    self.history.append(ThroughputPoint(when=now, worker=name, images=stats.images, ipm=ipm))
+            if any(m.calibrated for m in self.fleet) and self.path.exists():
+                try:
+                    self._commit(self._file)
+                except ConfigError as error:
+                    logger.warning("learned speeds not saved: %s", error)
+
+    def master_observed(self, images: int, workload: Workload, seconds: float) -> None:
+        with self._lock:
+            if self.master_cost is None:
+                self.master_cost = CostModel(0.2, seconds / max(1e-9, images * workload.units))
+            self.master_cost.observe(images, workload, seconds)
+            self.history.append(
+                ThroughputPoint(when=time.time(), worker="master", images=images, ipm=images * 60.0 / seconds)
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self.fleet.close()
+
+
+def _plain(config: FleetConfig | WorkerConfig) -> dict:  # type: ignore[type-arg]
+    """JSON-ready data with secrets revealed: for re-validation inside the master only, never for display."""
+    from distributed.config import config_to_json
+
+    if isinstance(config, FleetConfig):
+        return config_to_json(config)
+    return config_to_json(FleetConfig(workers=[config]))["workers"][0]  # type: ignore[no-any-return]

@@ -1,0 +1,127 @@
+"""REST routes under /distributed/v1, behind the webui's --api-auth when it is set. Secrets never go out.
+
+Only FastAPI here (no `modules`): the adapter passes the manager and the --api-auth value in, so tests mount the
+routes on a plain FastAPI app.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
+
+from distributed import __version__
+from distributed.config import FleetOptions
+from distributed.costmodel import Workload
+from distributed.errors import ConfigError
+from distributed.manager import FleetManager
+from distributed.views import (
+    BenchmarkRequest,
+    BenchmarkResultView,
+    MessageView,
+    StatusView,
+    VersionView,
+    WorkerInput,
+    WorkerView,
+)
+
+PREFIX = "/distributed/v1"
+BENCHMARK_BUDGET_S = 10.0
+
+
+def parse_api_auth(value: str | None) -> dict[str, str]:
+    """--api-auth "user:password[,user2:password2]" as the webui reads it (the password may hold colons)."""
+    users: dict[str, str] = {}
+    for item in (value or "").split(","):
+        user, sep, password = item.strip().partition(":")
+        if sep and user:
+            users[user] = password
+    return users
+
+
+def basic_auth(api_auth: str | None) -> Callable[..., None] | None:
+    users = parse_api_auth(api_auth)
+    if not users:
+        return None
+    scheme = HTTPBasic()
+
+    def check(credentials: HTTPBasicCredentials = Depends(scheme)) -> None:  # noqa: B008 - FastAPI's idiom
+        expected = users.get(credentials.username)
+        if expected is None or not secrets.compare_digest(credentials.password, expected):
+            raise HTTPException(
+                status_code=401, detail="Incorrect username or password", headers={"WWW-Authenticate": "Basic"}
+            )
+
+    return check
+
+
+def _bad_request(error: ConfigError) -> HTTPException:
+    status = 404 if "no such worker" in str(error) else 422
+    return HTTPException(status_code=status, detail=str(error))
+
+
+def build_router(manager: FleetManager, api_auth: str | None) -> APIRouter:
+    check = basic_auth(api_auth)
+    router = APIRouter(prefix=PREFIX, tags=["distributed"], dependencies=[Depends(check)] if check else [])
+
+    @router.get("/version", response_model=VersionView)
+    def version() -> Any:
+        return VersionView(version=__version__)
+
+    @router.get("/workers", response_model=list[WorkerView])
+    def list_workers() -> Any:
+        return manager.workers()
+
+    @router.post("/workers", response_model=WorkerView, status_code=201)
+    def add_worker(data: WorkerInput) -> Any:
+        try:
+            return manager.add(data)
+        except ConfigError as error:
+            raise _bad_request(error) from None
+
+    @router.put("/workers/{name}", response_model=WorkerView)
+    def update_worker(name: str, data: WorkerInput) -> Any:
+        try:
+            return manager.update(name, data)
+        except ConfigError as error:
+            raise _bad_request(error) from None
+
+    @router.delete("/workers/{name}", response_model=MessageView)
+    def delete_worker(name: str) -> Any:
+        try:
+            manager.remove(name)
+        except ConfigError as error:
+            raise _bad_request(error) from None
+        return MessageView(message=f"removed {name}")
+
+    @router.get("/status", response_model=StatusView)
+    def status() -> Any:
+        return manager.status()
+
+    @router.put("/options", response_model=FleetOptions)
+    def set_options(options: FleetOptions) -> Any:
+        try:
+            return manager.set_options(options)
+        except ConfigError as error:
+            raise _bad_request(error) from None
+
+    @router.post("/benchmark", response_model=list[BenchmarkResultView])
+    def benchmark(request: BenchmarkRequest) -> Any:
+        try:
+            workload = Workload(request.width, request.height, request.steps)
+            outcomes = list(manager.benchmark(request.workers, workload, BENCHMARK_BUDGET_S))
+        except ConfigError as error:
+            raise _bad_request(error) from None
+        return [
+            BenchmarkResultView(worker=o.worker, ipm=round(o.cost.ipm(), 3) if o.cost else None, error=o.error)
+            for o in outcomes
+        ]
+
+    return router
+
+
+def add_routes(app: FastAPI, manager: FleetManager, api_auth: str | None) -> None:
+    app.include_router(build_router(manager, api_auth))

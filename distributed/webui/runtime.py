@@ -1,0 +1,78 @@
+"""The extension's long-lived state: flags, the fleet manager, built on first use (never at import time).
+
+Script instances are rebuilt on every UI reload, and the webui re-runs scripts/distributed.py; this module is
+imported once, so the manager (and what workers taught it) survives reloads until `close_runtime()`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from distributed.config import parse_remotes
+from distributed.errors import ConfigError
+from distributed.manager import FleetManager
+
+logger = logging.getLogger("distributed")
+EXTENSION_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Flags:
+    remotes: str | None = None
+    skip_verify: bool = False
+    autosave: bool = False
+    debug: bool = False
+    config: Path = EXTENSION_ROOT / "workers.json"
+    api_auth: str | None = None
+
+
+def flags_from(cmd_opts: Any) -> Flags:
+    """The --distributed-* flags (see preload.py) off the webui's parsed command line."""
+    config = getattr(cmd_opts, "distributed_config", None)
+    return Flags(
+        remotes=getattr(cmd_opts, "distributed_remotes", None),
+        skip_verify=bool(getattr(cmd_opts, "distributed_skip_verify_remotes", False)),
+        autosave=bool(getattr(cmd_opts, "distributed_remotes_autosave", False)),
+        debug=bool(getattr(cmd_opts, "distributed_debug", False)),
+        config=Path(config).expanduser() if config else Flags.config,
+        api_auth=getattr(cmd_opts, "api_auth", None),
+    )
+
+
+class Runtime:
+    def __init__(self, flags: Flags) -> None:
+        self.flags = flags
+        self.error: str | None = None  # a broken workers.json or flag: shown in the tab, the webui still starts
+        logging.getLogger("distributed").setLevel(logging.DEBUG if flags.debug else logging.INFO)
+        try:
+            remotes = parse_remotes(flags.remotes) if flags.remotes else []
+        except ConfigError as error:
+            self.error, remotes = str(error), []
+        try:
+            self.manager = FleetManager(flags.config, remotes, verify_tls_default=not flags.skip_verify)
+        except ConfigError as error:
+            self.error = str(error)
+            logger.error("distributed: %s; starting with no workers from the file", error)
+            self.manager = FleetManager(_unused_path(flags.config), remotes, verify_tls_default=not flags.skip_verify)
+            self.manager.path = flags.config  # saving still refuses to replace the broken file
+
+
+def _unused_path(path: Path) -> Path:
+    return path.with_name(path.name + ".absent")
+
+
+@functools.lru_cache(maxsize=1)
+def runtime() -> Runtime:
+    from modules import shared  # the adapter's one read of the webui's command line
+
+    return Runtime(flags_from(shared.cmd_opts))
+
+
+def close_runtime() -> None:
+    if runtime.cache_info().currsize:
+        runtime().manager.close()
+    runtime.cache_clear()
