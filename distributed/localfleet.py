@@ -45,7 +45,7 @@ class LocalWorker:
         self.port = port or free_port()
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         args = [
-            sys.executable,
+            os.environ.get("DISTRIBUTED_WORKER_PYTHON") or sys.executable,  # tests on other pins use the main venv
             "-m",
             "distributed",
             "worker",

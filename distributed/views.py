@@ -58,7 +58,7 @@ class JobView(BaseModel):
     running: bool
     done: int = 0
     total: int = 0
-    workers: Dict[str, int] = Field(default_factory=dict)  # name -> images delivered
+    workers: dict[str, int] = Field(default_factory=dict)  # name -> images delivered
     failures: list[str] = Field(default_factory=list)
 
 
