@@ -10,6 +10,7 @@ import base64
 import dataclasses
 import enum
 import io
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -89,8 +90,9 @@ def build_payload(kind: str, fields: Mapping[str, Any], override_settings: Mappi
     """The request body shared by every chunk: allowed fields only, values that JSON can carry."""
     payload: dict[str, Any] = {}
     for name in allowed_fields(kind):
-        if name in fields and fields[name] is not None:
-            payload[name] = jsonable(fields[name])
+        value = jsonable(fields.get(name))
+        if value is not None:
+            payload[name] = value
     payload["styles"] = []  # the master's prompts already have its styles applied
     payload["override_settings"] = {k: jsonable(v) for k, v in override_settings.items()}
     payload["override_settings_restore_afterwards"] = True
@@ -111,6 +113,8 @@ def jsonable(value: Any, image: Callable[[Image.Image], str] = encode_image) -> 
     """A JSON-safe copy: images (PIL or HxWxC uint8 arrays) as base64 PNG, dataclasses and models as dicts."""
     if isinstance(value, enum.Enum):
         return jsonable(value.value, image)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # the webui's "no limit" (s_tmax = inf): JSON has no such number; the worker's default is the same
     if isinstance(value, JSON_SCALARS):
         return value
     if isinstance(value, Image.Image):

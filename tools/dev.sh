@@ -3,7 +3,7 @@
 #   setup  create .venv (torch first, pinned by constraints.txt), install the package with its worker and dev extras
 #   demo   setup, then three local workers at speeds 5:2:1 render 24 images as one fleet into out/demo
 #   render setup, then one local worker renders a few images into out/render
-#   test   setup, then lint, type-check, the core's tests on A1111's pins (pydantic 1.10, Pillow 9.5), everything
+#   test   setup, lint, type-check; core, adapter and browser tests on A1111's and Forge's pins; then everything
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
@@ -18,15 +18,40 @@ setup() {
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[worker,dev]"
 }
 
-# The core (distributed/ without worker/) runs inside A1111 1.10.1: check it against that webui's pins too.
-core_on_a1111_pins() {
-    local venv=.venv-a1111pins
+# The extension runs inside A1111 1.10.1 (gradio 3.41.2, fastapi 0.94, pydantic 1.10, Pillow 9.5) and Forge
+# (gradio 4.40, fastapi 0.104, pydantic 2.8): the core, the adapter and the tab's browser tests run on both pin sets.
+# Workers for those tests run from .venv (DISTRIBUTED_WORKER_PYTHON); torch comes first, from pip, as in setup.
+pins_venv() {
+    local venv=$1; shift
     if [ ! -x "$venv/bin/python" ]; then
         "$PY" -m venv "$venv"
     fi
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-        "pydantic==1.10.*" "Pillow==9.5.0" requests pytest pytest-timeout hypothesis
-    PYTHONPATH=. "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/unit/core
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check torch==2.13.0
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -c constraints.txt \
+        "$@" requests numpy pytest pytest-timeout hypothesis playwright
+}
+
+on_pins() {
+    local venv=$1; shift
+    DISTRIBUTED_WORKER_PYTHON="$PWD/$VENV/bin/python" PYTHONPATH=. "$venv/bin/python" -m pytest -q \
+        -p no:cacheprovider tests/unit/core tests/adapter tests/ui "$@"
+}
+
+a1111_pins() {
+    pins_venv .venv-a1111pins "gradio==3.41.2" "fastapi==0.94.0" "pydantic==1.10.*" "Pillow==9.5.0" "httpx==0.24.1"
+    on_pins .venv-a1111pins
+}
+
+forge_pins() {
+    pins_venv .venv-forgepins "gradio==4.40.0" "fastapi==0.104.1" "pydantic==2.8.2" "httpx==0.24.1"
+    on_pins .venv-forgepins
+}
+
+browser() {
+    # the UI tests drive Debian's chromium through Playwright (no browser download: the network is closed)
+    if [ ! -x /usr/bin/chromium ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    fi
 }
 
 lint() {
@@ -41,6 +66,7 @@ case "${1:-}" in
     demo) setup; shift; "$VENV/bin/python" -m distributed demo "$@" ;;
     render) setup; shift; "$VENV/bin/python" -m distributed render "$@" ;;
     lint) setup; lint ;;
-    test) setup; lint; core_on_a1111_pins; shift; "$VENV/bin/python" -m pytest "$@" ;;
+    test) setup; lint; browser; a1111_pins; forge_pins; shift; "$VENV/bin/python" -m pytest "$@" ;;
+    pins) setup; browser; a1111_pins; forge_pins ;;
     *) echo "usage: bash tools/dev.sh setup|demo|render|test|lint" >&2; exit 2 ;;
 esac

@@ -234,7 +234,8 @@ def start(p: Any, choice: Choice, manager: FleetManager, shared: Any) -> WebuiJo
     )
     if share.count == spec.images:
         return None  # the plan keeps everything on the master
-    original = _Original(p.batch_size, p.n_iter, {name: list(getattr(p, name)) for name in LISTS if hasattr(p, name)})
+    lists = {name: list(getattr(p, name)) for name in LISTS if isinstance(getattr(p, name, None), list)}
+    original = _Original(p.batch_size, p.n_iter, lists)
     webui_job = WebuiJob(manager, spec, share, original, stub=share.count == 0)
     _shrink_local_loop(p, webui_job)
     webui_job.run_remote([m.name for m in ready])

@@ -1,0 +1,114 @@
+"""Add, test, disable and remove a worker in the tab, in a real browser; the file and the table follow."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from distributed.localfleet import LocalWorker, free_port
+from distributed.manager import FleetManager
+
+WAIT_MS = 20_000
+
+
+def field(page: Any, elem_id: str) -> Any:
+    return page.locator(f"#{elem_id} textarea, #{elem_id} input").first
+
+
+def click(page: Any, elem_id: str) -> None:
+    page.locator(f"#{elem_id}").first.click()
+
+
+def choose(page: Any, elem_id: str, text: str) -> None:
+    """Pick a dropdown entry the way a user does, in gradio 3.41 and 4.40 alike: type, then pick from the list."""
+    box = page.locator(f"#{elem_id} input").first
+    box.click()
+    box.fill(text)
+    page.locator(f"#{elem_id} ul.options li", has_text=text).first.click()
+
+
+def wait_for_value(page: Any, elem_id: str, value: str) -> None:
+    script = f"""() => {{
+        const box = document.querySelector('#{elem_id} textarea, #{elem_id} input');
+        return box && box.value === {json.dumps(value)};
+    }}"""
+    page.wait_for_function(script, timeout=WAIT_MS)
+
+
+def add_worker(page: Any, name: str, url: str) -> None:
+    field(page, "distributed_name").fill(name)
+    field(page, "distributed_url").fill(url)
+    click(page, "distributed_save")
+    page.wait_for_selector(f'#distributed_status tr[data-worker="{name}"]', timeout=WAIT_MS)
+
+
+def state_of(page: Any, name: str) -> str:
+    return str(page.locator(f'#distributed_status tr[data-worker="{name}"] .distributed-state').get_attribute("data-state"))
+
+
+def test_add_test_disable_remove_in_the_browser(
+    tab_server: tuple[str, FleetManager], browser: Any, ui_worker: LocalWorker
+) -> None:
+    url, manager = tab_server
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url, wait_until="networkidle")
+    page.wait_for_selector("#distributed_status", timeout=WAIT_MS)
+    assert "No workers yet" in page.inner_text("#distributed_status")
+
+    add_worker(page, "desk", ui_worker.url)
+    saved = json.loads(Path(manager.path).read_text())
+    assert [(w["name"], w["url"]) for w in saved["workers"]] == [("desk", ui_worker.url)]
+
+    click(page, "distributed_test")
+    page.wait_for_function(
+        "() => (document.querySelector('#distributed_message textarea') || {}).value?.includes('online')",
+        timeout=WAIT_MS,
+    )
+    assert state_of(page, "desk") == "online"
+
+    choose(page, "distributed_selected", "(new worker)")
+    wait_for_value(page, "distributed_name", "")
+    add_worker(page, "gone", f"http://127.0.0.1:{free_port()}")
+    click(page, "distributed_test")  # a save selects the worker it saved
+    page.wait_for_function(
+        """() => document.querySelector('#distributed_status tr[data-worker="gone"] .distributed-state')
+                 ?.getAttribute('data-state') === 'offline'""",
+        timeout=WAIT_MS,
+    )
+    assert "unreachable" in page.inner_text('#distributed_status tr[data-worker="gone"]')
+    shots = os.environ.get("DISTRIBUTED_SCREENSHOTS")
+    if shots:
+        page.screenshot(path=str(Path(shots) / "tab.png"), full_page=True)
+
+    click(page, "distributed_disable")
+    page.wait_for_function(
+        """() => document.querySelector('#distributed_status tr[data-worker="gone"] .distributed-state')
+                 ?.getAttribute('data-state') === 'disabled'""",
+        timeout=WAIT_MS,
+    )
+    assert json.loads(Path(manager.path).read_text())["workers"][1]["enabled"] is False
+
+    click(page, "distributed_remove")
+    page.wait_for_selector('#distributed_status tr[data-worker="gone"]', state="detached", timeout=WAIT_MS)
+    assert [w["name"] for w in json.loads(Path(manager.path).read_text())["workers"]] == ["desk"]
+    page.close()
+
+
+def test_password_is_never_sent_to_the_browser(tab_server: tuple[str, FleetManager], browser: Any) -> None:
+    url, manager = tab_server
+    page = browser.new_page()
+    page.goto(url, wait_until="networkidle")
+    field(page, "distributed_name").fill("lab")
+    field(page, "distributed_url").fill("http://127.0.0.1:9")
+    field(page, "distributed_user").fill("sd")
+    field(page, "distributed_password").fill("hunter2-secret")
+    click(page, "distributed_save")
+    page.wait_for_selector('#distributed_status tr[data-worker="lab"]', timeout=WAIT_MS)
+    assert json.loads(Path(manager.path).read_text())["workers"][0]["auth"]["password"] == "hunter2-secret"
+    page.reload(wait_until="networkidle")
+    page.wait_for_selector('#distributed_status tr[data-worker="lab"]', timeout=WAIT_MS)
+    assert "hunter2-secret" not in page.content()
+    assert "password stored" in page.inner_text('#distributed_status tr[data-worker="lab"]')
+    page.close()
