@@ -21,14 +21,15 @@ setup() {
 # The extension runs inside A1111 1.10.1 (gradio 3.41.2, fastapi 0.94, pydantic 1.10, Pillow 9.5) and Forge
 # (gradio 4.40, fastapi 0.104, pydantic 2.8): the core, the adapter and the tab's browser tests run on both pin sets.
 # Workers for those tests run from .venv (DISTRIBUTED_WORKER_PYTHON); torch comes first, from pip, as in setup.
+# tools/pins-*.txt hold the versions those webuis resolve to, so pip does not spend minutes backtracking.
 pins_venv() {
-    local venv=$1; shift
+    local venv=$1 pins=$2
     if [ ! -x "$venv/bin/python" ]; then
         "$PY" -m venv "$venv"
     fi
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check torch==2.13.0
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -c constraints.txt \
-        "$@" requests numpy pytest pytest-timeout hypothesis playwright
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -c constraints.txt -c "$pins" \
+        -r "$pins" pytest pytest-timeout hypothesis playwright
 }
 
 on_pins() {
@@ -38,12 +39,12 @@ on_pins() {
 }
 
 a1111_pins() {
-    pins_venv .venv-a1111pins "gradio==3.41.2" "fastapi==0.94.0" "pydantic==1.10.*" "Pillow==9.5.0" "httpx==0.24.1"
+    pins_venv .venv-a1111pins tools/pins-a1111.txt
     on_pins .venv-a1111pins
 }
 
 forge_pins() {
-    pins_venv .venv-forgepins "gradio==4.40.0" "fastapi==0.104.1" "pydantic==2.8.2" "httpx==0.24.1"
+    pins_venv .venv-forgepins tools/pins-forge.txt
     on_pins .venv-forgepins
 }
 

@@ -255,19 +255,20 @@ def _shrink_local_loop(p: Any, job: WebuiJob) -> None:
         p.sample = _placeholder_sampler(int(p.width), int(p.height))
 
 
+class _Decoded(list):  # type: ignore[type-arg]
+    already_decoded = True  # as the webui's processing.DecodedSamples: the loop skips the VAE for these
+
+
 def _placeholder_sampler(width: int, height: int) -> Any:
     """The master's sampler when it renders nothing: one blank, already decoded image, dropped when merging.
 
-    The webui's loop stacks what the sampler returns, so it must hold at least one image; marked
-    `already_decoded`, it skips the VAE.
+    The webui's loop stacks what the sampler returns, so it must hold at least one image.
     """
 
     def sample(*args: Any, **kwargs: Any) -> Any:
         import torch
 
-        blank = torch.zeros((1, 3, height, width))
-        blank.already_decoded = True  # type: ignore[attr-defined]
-        return blank
+        return _Decoded([torch.zeros((3, height, width))])
 
     return sample
 

@@ -224,6 +224,7 @@ def build_tab(manager: FleetManager, startup_error: str | None = None) -> gr.Blo
         form = [name, url, user, password, password_env, enabled, verify, max_batch, max_pixels]
         changed = [message, table, chart, selected, *form]
         refresh.click(fn=render, inputs=[], outputs=[table, chart])
+        tab.load(fn=render, inputs=[], outputs=[table, chart])  # a reloaded page shows the current fleet
         selected.change(fn=lambda s: _form_values(manager, s), inputs=[selected], outputs=form)
         save_button.click(fn=save, inputs=[selected, *form], outputs=changed)
         remove_button.click(fn=remove, inputs=[selected], outputs=changed)

@@ -66,7 +66,9 @@ def test_secrets_never_leave(api: str, manager: FleetManager) -> None:
         assert response.status_code == 200
         outputs.append(response.text)
     renamed = requests.put(
-        f"{api}/distributed/v1/workers/lab", json={"name": "lab", "url": "http://127.0.0.1:10", "user": "sd"}, timeout=TIMEOUT
+        f"{api}/distributed/v1/workers/lab",
+        json={"name": "lab", "url": "http://127.0.0.1:10", "user": "sd"},
+        timeout=TIMEOUT,
     )
     assert renamed.status_code == 200, renamed.text
     outputs.append(renamed.text)
@@ -79,14 +81,20 @@ def test_secrets_never_leave(api: str, manager: FleetManager) -> None:
 
 
 def test_bad_input_names_the_field_and_loses_nothing(api: str, manager: FleetManager) -> None:
-    first = requests.post(f"{api}/distributed/v1/workers", json={"name": "a", "url": "http://127.0.0.1:9"}, timeout=TIMEOUT)
+    first = requests.post(
+        f"{api}/distributed/v1/workers", json={"name": "a", "url": "http://127.0.0.1:9"}, timeout=TIMEOUT
+    )
     assert first.status_code == 201
     before = manager.path.read_text()
     bad_url = requests.post(f"{api}/distributed/v1/workers", json={"name": "b", "url": "ftp://x"}, timeout=TIMEOUT)
     assert bad_url.status_code == 422 and "url" in bad_url.json()["detail"]
-    same = requests.post(f"{api}/distributed/v1/workers", json={"name": "a", "url": "http://127.0.0.1:8"}, timeout=TIMEOUT)
+    same = requests.post(
+        f"{api}/distributed/v1/workers", json={"name": "a", "url": "http://127.0.0.1:8"}, timeout=TIMEOUT
+    )
     assert same.status_code == 422 and "exists" in same.json()["detail"]
-    reserved = requests.post(f"{api}/distributed/v1/workers", json={"name": "master", "url": "http://h:1"}, timeout=TIMEOUT)
+    reserved = requests.post(
+        f"{api}/distributed/v1/workers", json={"name": "master", "url": "http://h:1"}, timeout=TIMEOUT
+    )
     assert reserved.status_code == 422 and "name" in reserved.json()["detail"]
     unknown = requests.delete(f"{api}/distributed/v1/workers/nobody", timeout=TIMEOUT)
     assert unknown.status_code == 404
@@ -103,7 +111,10 @@ def test_api_auth_guards_every_route(manager: FleetManager) -> None:
         good = requests.get(f"{base}/distributed/v1/status", auth=("alice", "s3cret:with-colon"), timeout=TIMEOUT)
         assert good.status_code == 200
         added = requests.post(
-            f"{base}/distributed/v1/workers", json={"name": "x", "url": "http://h:1"}, auth=("bob", "pw"), timeout=TIMEOUT
+            f"{base}/distributed/v1/workers",
+            json={"name": "x", "url": "http://h:1"},
+            auth=("bob", "pw"),
+            timeout=TIMEOUT,
         )
         assert added.status_code == 201
 
@@ -131,7 +142,9 @@ def test_concurrent_saves_from_the_tab_and_the_api_never_corrupt(api: str, manag
 def test_benchmark_and_status_against_a_real_worker(api: str, worker: LocalWorker) -> None:
     requests.post(f"{api}/distributed/v1/workers", json={"name": "w", "url": worker.url}, timeout=TIMEOUT)
     bench = requests.post(
-        f"{api}/distributed/v1/benchmark", json={"workers": ["w"], "width": 64, "height": 64, "steps": 4}, timeout=TIMEOUT
+        f"{api}/distributed/v1/benchmark",
+        json={"workers": ["w"], "width": 64, "height": 64, "steps": 4},
+        timeout=TIMEOUT,
     )
     assert bench.status_code == 200, bench.text
     result = bench.json()[0]

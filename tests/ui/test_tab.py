@@ -7,10 +7,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from distributed.localfleet import LocalWorker, free_port
 from distributed.manager import FleetManager
 
 WAIT_MS = 20_000
+# gradio's own server leaves client sockets to the garbage collector; that is gradio's, not ours
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning", "ignore::ResourceWarning")
 
 
 def field(page: Any, elem_id: str) -> Any:
@@ -45,7 +49,9 @@ def add_worker(page: Any, name: str, url: str) -> None:
 
 
 def state_of(page: Any, name: str) -> str:
-    return str(page.locator(f'#distributed_status tr[data-worker="{name}"] .distributed-state').get_attribute("data-state"))
+    return str(
+        page.locator(f'#distributed_status tr[data-worker="{name}"] .distributed-state').get_attribute("data-state")
+    )
 
 
 def test_add_test_disable_remove_in_the_browser(

@@ -14,6 +14,10 @@ from modules.shared import opts, state
 samples_drawn: list[int] = []  # seeds the master's own sampler rendered
 
 
+class DecodedSamples(list):
+    already_decoded = True
+
+
 def get_fixed_seed(seed):
     if seed == "" or seed is None:
         seed = -1
@@ -140,9 +144,7 @@ class StableDiffusionProcessing:
     def sample(self, conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts):
         samples_drawn.extend(seeds)
         noise = [torch.rand((3, self.height, self.width), generator=torch.Generator().manual_seed(s)) for s in seeds]
-        decoded = torch.stack(noise) * 2 - 1
-        decoded.already_decoded = True
-        return decoded
+        return DecodedSamples([x * 2 - 1 for x in noise])
 
 
 @dataclass(repr=False)

@@ -1,0 +1,61 @@
+"""The fleet as the tab and REST API change it: atomic saves, kept passwords, flag workers, escaped HTML."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from distributed.config import FleetOptions, parse_remotes
+from distributed.errors import ConfigError
+from distributed.manager import FleetManager
+from distributed.statushtml import workers_table
+from distributed.views import WorkerInput
+
+
+def test_add_update_keeps_the_password_and_remove(tmp_path: Path) -> None:
+    manager = FleetManager(tmp_path / "workers.json", [])
+    manager.add(WorkerInput(name="a", url="http://h:1", user="u", password="pw"))
+    manager.update("a", WorkerInput(name="a2", url="http://h:2", user="u"))
+    saved = json.loads((tmp_path / "workers.json").read_text())
+    assert saved["workers"] == [
+        {"name": "a2", "url": "http://h:2", "enabled": True, "auth": {"user": "u", "password": "pw"},
+         "verify_tls": None, "caps": {"max_batch": None, "max_pixels": None}, "cost_model": None, "benchmark": None}
+    ]  # fmt: skip
+    with pytest.raises(ConfigError, match="no such worker"):
+        manager.remove("a")
+    manager.remove("a2")
+    assert json.loads((tmp_path / "workers.json").read_text())["workers"] == []
+
+
+def test_a_user_without_any_password_is_refused(tmp_path: Path) -> None:
+    manager = FleetManager(tmp_path / "workers.json", [])
+    with pytest.raises(ConfigError, match="password"):
+        manager.add(WorkerInput(name="a", url="http://h:1", user="u"))
+    assert not (tmp_path / "workers.json").exists()
+
+
+def test_flag_workers_are_shown_and_written_once_edited(tmp_path: Path) -> None:
+    manager = FleetManager(tmp_path / "workers.json", parse_remotes("flagged:127.0.0.1:7861"))
+    assert [(w.name, w.source) for w in manager.workers()] == [("flagged", "--distributed-remotes")]
+    manager.set_enabled("flagged", False)
+    assert [(w.name, w.source, w.enabled) for w in manager.workers()] == [("flagged", "workers.json", False)]
+    assert json.loads((tmp_path / "workers.json").read_text())["workers"][0]["name"] == "flagged"
+
+
+def test_options_are_validated_and_saved(tmp_path: Path) -> None:
+    manager = FleetManager(tmp_path / "workers.json", [])
+    manager.set_options(FleetOptions(orchestrator_only=True))
+    assert json.loads((tmp_path / "workers.json").read_text())["options"]["orchestrator_only"] is True
+    assert manager.fleet.config.options.orchestrator_only is True
+
+
+def test_the_table_escapes_what_workers_and_users_typed(tmp_path: Path) -> None:
+    manager = FleetManager(tmp_path / "workers.json", [])
+    manager.add(WorkerInput(name="ok", url="http://h:1"))
+    member = manager.fleet.members["ok"]
+    member.set_state(member.state.OFFLINE, "unreachable", "<script>alert(1)</script>")
+    html = workers_table(manager.status())
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert 'data-state="offline"' in html
