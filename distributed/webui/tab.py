@@ -154,7 +154,8 @@ def build_tab(manager: FleetManager, startup_error: str | None = None) -> gr.Blo
         return (message, *render())
 
     options = manager.fleet.config.options
-    with gr.Blocks(analytics_enabled=False, elem_id="distributed_root") as tab:
+    with gr.Blocks(analytics_enabled=False) as tab, gr.Column(elem_id="distributed_root"):
+        # the Column carries the id style.css is scoped under (a Blocks' own elem_id is not rendered in gradio 3)
         if startup_error:
             gr.HTML(f"<p class='distributed-error'>{_escape(startup_error)}</p>", elem_id="distributed_startup_error")
         table_html, chart_html = render()

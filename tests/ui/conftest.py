@@ -36,11 +36,10 @@ def tab_server(tmp_path: Path) -> Iterator[tuple[str, FleetManager]]:
     blocks.queue()
     port = free_port()
     blocks.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, show_error=True)
-    try:
-        yield f"http://127.0.0.1:{port}", manager
-    finally:
-        blocks.close()
-        manager.close()
+    # the server thread is a daemon and ends with the session: gradio 3.41's close() waits minutes for idle
+    # keep-alive connections, so each test gets a new server on a new port instead
+    yield f"http://127.0.0.1:{port}", manager
+    manager.close()
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +56,13 @@ def browser() -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture()
+def page(tab_server: tuple[str, FleetManager], browser: Any) -> Iterator[Any]:
+    """A page in its own browser context, closed before the tab's server stops (open sockets stall its shutdown)."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        yield context.new_page()
+    finally:
+        context.close()

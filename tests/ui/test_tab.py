@@ -55,10 +55,9 @@ def state_of(page: Any, name: str) -> str:
 
 
 def test_add_test_disable_remove_in_the_browser(
-    tab_server: tuple[str, FleetManager], browser: Any, ui_worker: LocalWorker
+    tab_server: tuple[str, FleetManager], page: Any, ui_worker: LocalWorker
 ) -> None:
     url, manager = tab_server
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(url, wait_until="networkidle")
     page.wait_for_selector("#distributed_status", timeout=WAIT_MS)
     assert "No workers yet" in page.inner_text("#distributed_status")
@@ -99,12 +98,10 @@ def test_add_test_disable_remove_in_the_browser(
     click(page, "distributed_remove")
     page.wait_for_selector('#distributed_status tr[data-worker="gone"]', state="detached", timeout=WAIT_MS)
     assert [w["name"] for w in json.loads(Path(manager.path).read_text())["workers"]] == ["desk"]
-    page.close()
 
 
-def test_password_is_never_sent_to_the_browser(tab_server: tuple[str, FleetManager], browser: Any) -> None:
+def test_password_is_never_sent_to_the_browser(tab_server: tuple[str, FleetManager], page: Any) -> None:
     url, manager = tab_server
-    page = browser.new_page()
     page.goto(url, wait_until="networkidle")
     field(page, "distributed_name").fill("lab")
     field(page, "distributed_url").fill("http://127.0.0.1:9")
@@ -117,4 +114,3 @@ def test_password_is_never_sent_to_the_browser(tab_server: tuple[str, FleetManag
     page.wait_for_selector('#distributed_status tr[data-worker="lab"]', timeout=WAIT_MS)
     assert "hunter2-secret" not in page.content()
     assert "password stored" in page.inner_text('#distributed_status tr[data-worker="lab"]')
-    page.close()
