@@ -66,7 +66,10 @@ def workers_table(status: StatusView) -> str:
             + "</tr>"
         )
     master = f"{status.master_ipm:.1f} ipm" if status.master_ipm is not None else "learned from its first job"
-    head = "".join(f"<th>{h}</th>" for h in ("Worker", "URL", "State", "Speed", "Model", "Auth", "From", "Last error"))
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in ("Worker", "URL", "State", "Speed (512x512, 20 steps)", "Model", "Auth", "From", "Last error")
+    )
     body = "".join(rows) or "<tr><td colspan='8'>No workers yet: add one below.</td></tr>"
     return (
         f"<div id='distributed_status_inner'>{job}<table class='distributed-table'><thead><tr>{head}</tr></thead>"
@@ -107,5 +110,5 @@ def throughput_chart(points: list[ThroughputPoint], last: int = 20) -> str:
     return (
         f'<svg class="distributed-chart" viewBox="0 0 {CHART_W} {CHART_H}" width="{CHART_W}" height="{CHART_H}" '
         f'role="img" aria-label="images per minute per worker, last {len(recent)} jobs">{"".join(bars)}</svg>'
-        f"<div>{legend} <small>peak {top:.1f} images/min</small></div>"
+        f"<div>{legend} <small>images/min in each of the last jobs, at that job's size (peak {top:.1f})</small></div>"
     )
