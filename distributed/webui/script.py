@@ -9,7 +9,6 @@ from typing import Any
 from modules import images, processing, scripts, shared
 
 from distributed.costmodel import Workload
-from distributed.images import decode_image_bytes
 from distributed.split import MASTER
 from distributed.webui import bridge
 from distributed.webui.runtime import runtime
@@ -75,7 +74,7 @@ class DistributedScript(scripts.Script):  # type: ignore[misc]
         if job.error is not None:
             processed.comments = f"{processed.comments}\nDistributed: {job.error}".strip()
         if runtime().flags.autosave and not p.save_samples():
-            _save_remote(p, job)
+            _save_remote(p, processed, job)
 
 
 def _worker_label(job: bridge.WebuiJob) -> Any:
@@ -86,19 +85,28 @@ def _worker_label(job: bridge.WebuiJob) -> Any:
     return label
 
 
-def _save_remote(p: Any, job: bridge.WebuiJob) -> None:
-    """--distributed-remotes-autosave: the fleet's images go into the master's outputs even when it saves none."""
-    for image in job.collected_images().values():
-        picture = decode_image_bytes(image.png)
-        index = image.index
+def _save_remote(p: Any, processed: Any, job: bridge.WebuiJob) -> None:
+    """--distributed-remotes-autosave: the fleet's images go into the master's outputs even when it saves none.
+
+    The fleet's images are in the last batch, after the master's own: the tail of the gallery, with the master's
+    infotexts (so they name their worker) and the seeds and prompts the merge aligned with them.
+    """
+    names = job.workers_by_position
+    if not names:
+        return
+    pictures = processed.images[-len(names) :]
+    texts = processed.infotexts[-len(names) :]
+    for position, (picture, text, worker) in enumerate(zip(pictures, texts, names, strict=False)):
+        if worker == MASTER:
+            continue
         images.save_image(
             picture,
             p.outpath_samples,
             "",
-            p.all_seeds[index],
-            p.all_prompts[index],
+            p.seeds[position],
+            p.prompts[position],
             shared.opts.samples_format,
-            info=image.infotext,
+            info=text,
             p=p,
         )
 

@@ -219,3 +219,30 @@ def test_accordion_defaults_follow_the_fleet(webui: Any, is_img2img: bool) -> No
     assert [type(c).__name__ for c in controls] == ["InputAccordion", "CheckboxGroup", "Checkbox", "Checkbox"]
     assert controls[0].value is True
     assert controls[1].value == ["a", "b"]
+
+
+def test_autosave_writes_the_fleets_images_when_the_master_saves_none(
+    webui: Any, fleet_workers: dict[str, LocalWorker]
+) -> None:
+    from modules import images
+
+    webui.cmd_opts.distributed_remotes_autosave = True
+    write_workers(webui, {n: w.url for n, w in fleet_workers.items()})
+    processed = run(make_p(batch_size=6, seed=600, do_not_save_samples=True), [True, [], True, False])
+    assert len(processed.images) - processed.index_of_first_image == 6
+    assert sorted(s["seed"] for s in images.saved) == list(range(600, 606))
+    assert all("Worker: " in s["info"] for s in images.saved)
+
+
+def test_install_script_installs_only_what_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import runpy
+    import sys
+    import types
+
+    calls: list[str] = []
+    launch = types.ModuleType("launch")
+    launch.is_installed = lambda name: name != "requests"  # type: ignore[attr-defined]
+    launch.run_pip = lambda command, desc=None: calls.append(command)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "launch", launch)
+    runpy.run_path(str(Path(__file__).resolve().parents[2] / "install.py"))
+    assert calls == ["install requests>=2.28"]

@@ -1,4 +1,4 @@
-"""The extension's REST routes on a real HTTP server: secrets never returned, --api-auth, concurrent saves."""
+"""The REST routes on a real HTTP server, on both webuis' fastapi and pydantic: secrets, auth, concurrent saves."""
 
 from __future__ import annotations
 
@@ -139,8 +139,9 @@ def test_concurrent_saves_from_the_tab_and_the_api_never_corrupt(api: str, manag
     assert sorted(w.name for w in manager.workers()) == names
 
 
-def test_benchmark_and_status_against_a_real_worker(api: str, worker: LocalWorker) -> None:
-    requests.post(f"{api}/distributed/v1/workers", json={"name": "w", "url": worker.url}, timeout=TIMEOUT)
+def test_benchmark_and_status_against_a_real_worker(api: str, fleet_workers: dict[str, LocalWorker]) -> None:
+    url = fleet_workers["fast"].url
+    requests.post(f"{api}/distributed/v1/workers", json={"name": "w", "url": url}, timeout=TIMEOUT)
     bench = requests.post(
         f"{api}/distributed/v1/benchmark",
         json={"workers": ["w"], "width": 64, "height": 64, "steps": 4},
