@@ -15,10 +15,12 @@ def accordion(is_img2img: bool, workers: list[str], options: FleetOptions) -> li
     tab = "img2img" if is_img2img else "txt2img"
     with InputAccordion(bool(workers), label="Distributed", elem_id=f"distributed_{tab}") as enabled:
         with gr.Row():
+            # none ticked means every enabled worker, also those added after this UI was built (and for API calls,
+            # which get these defaults)
             chosen = gr.CheckboxGroup(
                 choices=workers,
-                value=workers,
-                label="Workers (none ticked: every enabled worker)",
+                value=[],
+                label="Only these workers (none ticked: every enabled worker)",
                 elem_id=f"distributed_{tab}_workers",
             )
         with gr.Row():
