@@ -68,8 +68,11 @@ def prepare_worker(member: FleetMember, needs: Needs) -> WorkerPrep:
 
 
 def prepare(members: list[FleetMember], needs: Needs, timeout_s: float) -> dict[str, WorkerPrep]:
-    """Every usable member's preparation; a failure or no answer in time leaves that worker out, with why."""
-    candidates = [m for m in members if m.state.usable]
+    """Every enabled member's preparation; a failure or no answer in time leaves that worker out, with why.
+
+    Workers that failed in an earlier job are asked too: answering here re-admits them.
+    """
+    candidates = [m for m in members if m.state != WorkerState.DISABLED]
     if not candidates:
         return {}
     preps: dict[str, WorkerPrep] = {}
@@ -84,6 +87,8 @@ def prepare(members: list[FleetMember], needs: Needs, timeout_s: float) -> dict[
                 continue
             try:
                 preps[member.name] = future.result()
+                if not member.state.usable:
+                    member.set_state(WorkerState.ONLINE, "answered while preparing a job")
             except WorkerError as error:
                 member.record_error(error)
                 preps[member.name] = WorkerPrep(excluded=str(error))

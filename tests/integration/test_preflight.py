@@ -99,3 +99,15 @@ def test_worker_gets_its_title_the_scripts_it_has_and_a_do_not_distribute() -> N
         picture = Image.open(io.BytesIO(base64.b64decode(forwarded["image"])))
         assert picture.getpixel((0, 0)) == (9, 9, 9)
     assert bare.requests == []
+
+
+def test_a_worker_that_failed_before_is_asked_again_and_readmitted() -> None:
+    peer = WebuiPeer(loras=[])
+    with fake_worker(peer) as url:
+        fleet = Fleet(FleetConfig(workers=[{"name": "a", "url": url}]))
+        member = fleet.members["a"]
+        member.set_state(WorkerState.OFFLINE, "unreachable", "connection refused (last job)")
+        preps = prepare(list(fleet), Needs(kind="txt2img", checkpoint=CHECKPOINT), timeout_s=10)
+        fleet.close()
+    assert preps["a"].excluded is None
+    assert member.state == WorkerState.ONLINE
