@@ -25,7 +25,7 @@ from distributed.errors import JobError
 from distributed.images import decode_image_bytes
 from distributed.jobs import ImageResult, JobResult, JobSpec
 from distributed.manager import FleetManager
-from distributed.payload import Checkpoint, ScriptArgs, build_payload, encode_image, lora_names
+from distributed.payload import Checkpoint, ScriptArgs, allowed_fields, build_payload, encode_image, lora_names
 from distributed.preflight import Needs, prepare
 from distributed.scheduler import Slot
 from distributed.split import MASTER, LocalShare, local_share, prior_for_master
@@ -159,8 +159,6 @@ def script_args(p: Any) -> tuple[ScriptArgs, ...]:
 
 
 def request_fields(p: Any, kind: str) -> dict[str, Any]:
-    from distributed.payload import allowed_fields
-
     fields = {name: getattr(p, name) for name in allowed_fields(kind) if hasattr(p, name)}
     if kind == "img2img":
         fields["init_images"] = [encode_image(image) for image in (getattr(p, "init_images", None) or [])]
@@ -202,6 +200,11 @@ def start(p: Any, choice: Choice, manager: FleetManager, shared: Any) -> WebuiJo
     if not members:
         return None
     spec = build_spec(p, kind, shared.opts, choice.extra_images, manager.fleet.config.options.extra_slack)
+    expected = [spec.seeds_for(i) for i in range(spec.images)]
+    if expected != list(zip(p.all_seeds, p.all_subseeds, strict=False)):
+        # another script set its own seed lists: a worker is sent seed + k, so these images stay on the master
+        logger.warning("distributed: this job's seeds do not follow seed + k; it runs on this machine only")
+        return None
     needs = Needs(
         kind=kind,
         checkpoint=read_checkpoint(getattr(shared, "sd_model", None)),

@@ -247,3 +247,14 @@ def test_install_script_installs_only_what_is_missing(tmp_path: Path, monkeypatc
     monkeypatch.setitem(sys.modules, "launch", launch)
     runpy.run_path(str(Path(__file__).resolve().parents[2] / "install.py"))
     assert calls == ["install requests>=2.28"]
+
+
+def test_seed_lists_set_by_another_script_keep_the_job_local(
+    webui: Any, fleet_workers: dict[str, LocalWorker]
+) -> None:
+    from modules import processing
+
+    write_workers(webui, {n: w.url for n, w in fleet_workers.items()})
+    processed = run(make_p(batch_size=3, seed=[7, 70, 700]), [True, [], False, False])
+    assert processing.samples_drawn == [7, 70, 700]
+    assert processed.all_seeds == [7, 70, 700]
