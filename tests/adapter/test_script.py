@@ -249,9 +249,7 @@ def test_install_script_installs_only_what_is_missing(tmp_path: Path, monkeypatc
     assert calls == ["install requests>=2.28"]
 
 
-def test_seed_lists_set_by_another_script_keep_the_job_local(
-    webui: Any, fleet_workers: dict[str, LocalWorker]
-) -> None:
+def test_seed_lists_set_by_another_script_keep_the_job_local(webui: Any, fleet_workers: dict[str, LocalWorker]) -> None:
     from modules import processing
 
     write_workers(webui, {n: w.url for n, w in fleet_workers.items()})
