@@ -73,6 +73,20 @@ def test_add_test_disable_remove_in_the_browser(
     )
     assert state_of(page, "desk") == "online"
 
+    choose(page, "distributed_bench_size", "64x64, 4 steps (quick check)")
+    click(page, "distributed_bench_one")
+    page.wait_for_function(
+        "() => (document.querySelector('#distributed_message textarea') || {}).value?.includes('Done.')",
+        timeout=60_000,
+    )
+    assert "desk: " in field(page, "distributed_message").input_value()
+    assert "images/min" in field(page, "distributed_message").input_value()
+    page.wait_for_function(
+        """() => document.querySelector('#distributed_status tr[data-worker="desk"]')?.innerText.includes('ipm')""",
+        timeout=WAIT_MS,
+    )
+    assert json.loads(Path(manager.path).read_text())["workers"][0]["benchmark"]["ipm"] > 0
+
     choose(page, "distributed_selected", "(new worker)")
     wait_for_value(page, "distributed_name", "")
     add_worker(page, "gone", f"http://127.0.0.1:{free_port()}")
