@@ -229,7 +229,7 @@ def start(p: Any, choice: Choice, manager: FleetManager, shared: Any) -> WebuiJo
         for m in ready
         for c in [m.cost if m.cost is not None else prior_for_master(known, spec.workload)]
     ]
-    orchestrator = choice.orchestrator_only or manager.fleet.config.options.orchestrator_only
+    orchestrator = choice.orchestrator_only  # the accordion's box; the global option is only its default
     share = (
         LocalShare(0, 1, 0)
         if orchestrator
