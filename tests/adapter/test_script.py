@@ -256,3 +256,18 @@ def test_seed_lists_set_by_another_script_keep_the_job_local(webui: Any, fleet_w
     processed = run(make_p(batch_size=3, seed=[7, 70, 700]), [True, [], False, False])
     assert processing.samples_drawn == [7, 70, 700]
     assert processed.all_seeds == [7, 70, 700]
+
+
+def test_a_broken_workers_json_starts_empty_names_the_file_and_is_never_overwritten(webui: Any) -> None:
+    from distributed.errors import ConfigError
+    from distributed.views import WorkerInput
+    from distributed.webui.runtime import runtime
+
+    path = Path(webui.cmd_opts.distributed_config)
+    path.write_text('{"workers": [{"name": "a", "url": "http://h:1", "colour": "red"}]}', encoding="utf-8")
+    state = runtime()
+    assert state.error is not None and str(path) in state.error and "colour" in state.error
+    assert state.manager.workers() == []
+    with pytest.raises(ConfigError, match="does not parse"):
+        state.manager.add(WorkerInput(name="b", url="http://h:2"))
+    assert "colour" in path.read_text(encoding="utf-8")
