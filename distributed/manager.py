@@ -51,6 +51,7 @@ class FleetManager:
         self.master_cost: CostModel | None = None
         self.job = JobView(running=False)
         self.history: deque[ThroughputPoint] = deque(maxlen=HISTORY_LENGTH)
+        self._step: dict[str, float] = {}  # busy worker -> sampling progress of its current chunk, 0..1
 
     # -- reading -------------------------------------------------------------------------------------------------
     def _merged(self) -> FleetConfig:
@@ -63,7 +64,10 @@ class FleetManager:
 
     def workers(self) -> list[WorkerView]:
         with self._lock:
-            return [worker_view(m, self.source(m.name)) for m in self.fleet]
+            return [
+                worker_view(m, self.source(m.name), self._step.get(m.name) if m.state == WorkerState.BUSY else None)
+                for m in self.fleet
+            ]
 
     def status(self) -> StatusView:
         with self._lock:
@@ -236,11 +240,13 @@ class FleetManager:
     def job_started(self, total: int) -> None:
         with self._lock:
             self.job = JobView(running=True, total=total)
+            self._step.clear()
 
-    def job_progress(self, done: int, worker: str, worker_done: int) -> None:
+    def job_progress(self, done: int, worker: str, worker_done: int, step: int = 0, steps: int = 0) -> None:
         with self._lock:
             self.job.done = max(self.job.done, done)
             self.job.workers[worker] = worker_done
+            self._step[worker] = min(1.0, step / steps) if steps else 0.0
 
     def job_finished(self, result: JobResult | None, workload: Workload) -> None:
         """Record a job's throughput for the chart and save the speeds it taught us."""

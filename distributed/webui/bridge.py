@@ -104,7 +104,7 @@ class WebuiJob:
 
     def _on_event(self, event: ProgressEvent) -> None:
         self.progress = event
-        self.manager.job_progress(event.done, event.worker, event.worker_done)
+        self.manager.job_progress(event.done, event.worker, event.worker_done, event.step, event.steps)
 
     # -- on the master's last batch ------------------------------------------------------------------------------
     def wait(self, state: Any) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from distributed.config import FleetOptions, parse_remotes
 from distributed.errors import ConfigError
+from distributed.fleet import WorkerState
 from distributed.manager import FleetManager
 from distributed.statushtml import workers_table
 from distributed.views import WorkerInput
@@ -59,3 +60,15 @@ def test_the_table_escapes_what_workers_and_users_typed(tmp_path: Path) -> None:
     html = workers_table(manager.status())
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert 'data-state="offline"' in html
+
+
+def test_a_busy_worker_shows_its_chunks_progress(tmp_path: Path) -> None:
+    manager = FleetManager(tmp_path / "workers.json", [])
+    manager.add(WorkerInput(name="w", url="http://h:1"))
+    manager.job_started(8)
+    manager.fleet.members["w"].set_state(WorkerState.BUSY, "rendering")
+    manager.job_progress(3, "w", 3, step=5, steps=20)
+    view = manager.workers()[0]
+    assert view.state == "busy" and view.progress == 0.25
+    assert "busy 25%" in workers_table(manager.status())
+    assert manager.status().job is not None and manager.status().job.done == 3
