@@ -60,7 +60,6 @@ class _Original:
     batch_size: int
     n_iter: int
     lists: dict[str, list[Any]]
-    stubbed: bool = False  # p.sample was replaced on the instance
 
 
 @dataclass
@@ -69,7 +68,7 @@ class WebuiJob:
     spec: JobSpec
     share: LocalShare
     original: _Original
-    stub: bool  # the master renders nothing: its one loop pass only collects the fleet's images
+    stub: bool  # the master renders nothing: its one loop pass (p.sample replaced) only collects the fleet's images
     job: Job | None = None
     result: JobResult | None = None
     error: JobError | None = None
@@ -254,7 +253,6 @@ def _shrink_local_loop(p: Any, job: WebuiJob) -> None:
     p.batch_size = share.batch_size if not job.stub else 1
     p.n_iter = share.iterations if not job.stub else 1
     if job.stub:
-        job.original.stubbed = True
         p.sample = _placeholder_sampler(int(p.width), int(p.height))
 
 
@@ -327,7 +325,7 @@ def _restore_lists(p: Any, job: WebuiJob, indices: list[int], remote: dict[int, 
     p.subseeds = [p.all_subseeds[i] for i in indices]
     p.batch_size = job.original.batch_size
     p.n_iter = job.original.n_iter
-    if job.original.stubbed:
+    if job.stub:
         vars(p).pop("sample", None)  # the class's own sampler again
 
 

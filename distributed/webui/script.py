@@ -8,7 +8,6 @@ from typing import Any
 
 from modules import images, processing, scripts, shared
 
-from distributed.costmodel import Workload
 from distributed.split import MASTER
 from distributed.webui import bridge
 from distributed.webui.runtime import runtime
@@ -109,7 +108,3 @@ def _save_remote(p: Any, processed: Any, job: bridge.WebuiJob) -> None:
             info=text,
             p=p,
         )
-
-
-def master_workload(p: Any) -> Workload:
-    return Workload(int(p.width), int(p.height), int(p.steps))
