@@ -6,10 +6,8 @@ objects, this extension's own arguments) stays on the master. Pure: no webui, gr
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import enum
-import io
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -17,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from PIL import Image
+
+from distributed.images import png_to_base64
 
 COMMON_FIELDS = (
     "prompt",
@@ -104,9 +104,8 @@ class NotJsonable(TypeError):
 
 
 def encode_image(image: Image.Image) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    """A picture as a request carries it: base64 PNG, without PNG text chunks."""
+    return png_to_base64(image, None)
 
 
 def jsonable(value: Any, image: Callable[[Image.Image], str] = encode_image) -> Any:
