@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import datetime
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,12 +83,21 @@ def benchmark_member(
     return BenchmarkOutcome(member.name, cost, record)
 
 
+def benchmark_each(
+    members: list[FleetMember], workload: Workload, budget_s: float = 10.0, model: str | None = None
+) -> Iterator[BenchmarkOutcome]:
+    """Every worker at once; each result as its worker finishes, errors included (nothing raises)."""
+    if not members:
+        return
+    with ThreadPoolExecutor(max_workers=len(members), thread_name_prefix="distributed-bench") as pool:
+        futures = [pool.submit(benchmark_member, m, workload, budget_s, model) for m in members]
+        for future in as_completed(futures):
+            yield future.result()
+
+
 def benchmark_all(
     members: list[FleetMember], workload: Workload, budget_s: float = 10.0, model: str | None = None
 ) -> list[BenchmarkOutcome]:
-    """Every worker at once; each result as its worker finishes, errors included (nothing raises)."""
-    if not members:
-        return []
-    with ThreadPoolExecutor(max_workers=len(members), thread_name_prefix="distributed-bench") as pool:
-        futures = [pool.submit(benchmark_member, m, workload, budget_s, model) for m in members]
-        return [future.result() for future in futures]
+    """Every worker at once; the results in the members' order."""
+    by_worker = {o.worker: o for o in benchmark_each(members, workload, budget_s, model)}
+    return [by_worker[m.name] for m in members]

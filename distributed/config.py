@@ -300,3 +300,16 @@ def merge_workers(config: FleetConfig, extra: list[WorkerConfig]) -> FleetConfig
     merged = validate(FleetConfig, {**dump(config), "workers": [dump(w) for w in workers]})
     _semantic_checks(merged, None)
     return merged
+
+
+def parse_api_auth(value: str | None) -> dict[str, str]:
+    """A1111's --api-auth: "user:pass[,user2:pass2]"."""
+    credentials: dict[str, str] = {}
+    for item in (value or "").split(","):
+        if not item.strip():
+            continue
+        user, sep, password = item.strip().partition(":")
+        if not sep or not user:
+            raise ValueError("--api-auth takes user:password[,user:password...]")
+        credentials[user] = password
+    return credentials

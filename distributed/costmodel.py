@@ -8,6 +8,7 @@ window of recent observations; the relative error of each prediction is tracked 
 from __future__ import annotations
 
 import math
+import statistics
 from collections import deque
 from dataclasses import dataclass
 
@@ -130,3 +131,13 @@ class CostModel:
         slopes = sorted(max(y - self.overhead_s, 0.05 * y) / x for x, y in zip(xs, ys, strict=True) if x > 0)
         if slopes:
             self.seconds_per_unit = slopes[len(slopes) // 2]
+
+
+def prior(known: list[CostModel], workload: Workload) -> CostModel:
+    """For a worker that has not shown its speed: the median of those that have, or one image a second plus 0.2 s
+    per request."""
+    if not known:
+        return CostModel(0.2, 1.0 / max(workload.units, 1e-9))
+    return CostModel(
+        statistics.median(c.overhead_s for c in known), statistics.median(c.seconds_per_unit for c in known)
+    )

@@ -10,7 +10,6 @@ seeds, and its worker is probed with backoff and re-admitted when it answers aga
 from __future__ import annotations
 
 import logging
-import statistics
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -19,7 +18,7 @@ from typing import Any
 
 from distributed.client import GenerationResponse
 from distributed.config import Timeouts
-from distributed.costmodel import CostModel
+from distributed.costmodel import CostModel, prior
 from distributed.errors import (
     DistributedError,
     JobError,
@@ -74,11 +73,6 @@ class _MemberJobState:
 
 
 EventSink = Callable[[ProgressEvent], None]
-
-
-def _default_prior(spec: JobSpec) -> CostModel:
-    # an unknown worker is assumed to make one image in a second plus 0.2 s per request, until it reports back
-    return CostModel(0.2, 1.0 / max(spec.workload.units, 1e-9))
 
 
 class Job:
@@ -186,12 +180,7 @@ class Job:
         return [m for m in self.members if m.state.usable and self._local[m.name].excluded is None]
 
     def _prior(self) -> CostModel:
-        known = [m.cost for m in self.members if m.calibrated and m.cost is not None]
-        if not known:
-            return _default_prior(self.spec)
-        return CostModel(
-            statistics.median(c.overhead_s for c in known), statistics.median(c.seconds_per_unit for c in known)
-        )
+        return prior([m.cost for m in self.members if m.calibrated and m.cost is not None], self.spec.workload)
 
     def _cost(self, member: FleetMember) -> CostModel:
         return member.cost if member.cost is not None else member.ensure_cost(self._prior())

@@ -12,18 +12,18 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from distributed import __version__
-from distributed.benchmark import BenchmarkOutcome, benchmark_member
+from distributed.benchmark import BenchmarkOutcome, benchmark_each
 from distributed.compat import copy_with, dump, error_locations, validate
 from distributed.config import (
     FleetConfig,
     FleetOptions,
     WorkerConfig,
+    config_to_json,
     load_config,
     parse_config,
     save_config,
@@ -41,12 +41,18 @@ FILE, FLAG = "workers.json", "--distributed-remotes"
 
 
 class FleetManager:
-    def __init__(self, path: Path, flag_workers: list[WorkerConfig], verify_tls_default: bool = True) -> None:
+    def __init__(
+        self,
+        path: Path,
+        flag_workers: list[WorkerConfig],
+        verify_tls_default: bool = True,
+        config: FleetConfig | None = None,  # instead of reading `path` (which a save still checks first)
+    ) -> None:
         self.path = path
         self.verify_tls_default = verify_tls_default
         self._lock = threading.RLock()
         self._flag_workers = list(flag_workers)
-        self._file = load_config(path)
+        self._file = config if config is not None else load_config(path)
         self.fleet = Fleet(self._merged(), verify_tls_default)
         self.master_cost: CostModel | None = None
         self.job = JobView(running=False)
@@ -213,15 +219,10 @@ class FleetManager:
     def benchmark(self, names: list[str], workload: Workload, budget_s: float = 10.0) -> Iterator[BenchmarkOutcome]:
         """Benchmark workers at once; each outcome as it finishes. Fitted speeds are saved to workers.json."""
         members = [self.member(n) for n in names] if names else [m for m in self.fleet if m.config.enabled]
-        if not members:
-            return
-        with ThreadPoolExecutor(max_workers=len(members), thread_name_prefix="distributed-bench") as pool:
-            futures = [pool.submit(benchmark_member, m, workload, budget_s) for m in members]
-            for future in as_completed(futures):
-                outcome = future.result()
-                if outcome.record is not None:
-                    self._keep_benchmark(outcome)
-                yield outcome
+        for outcome in benchmark_each(members, workload, budget_s):
+            if outcome.record is not None:
+                self._keep_benchmark(outcome)
+            yield outcome
 
     def _keep_benchmark(self, outcome: BenchmarkOutcome) -> None:
         with self._lock:
@@ -282,8 +283,6 @@ class FleetManager:
 
 def _plain(config: FleetConfig | WorkerConfig) -> dict:  # type: ignore[type-arg]
     """JSON-ready data with secrets revealed: for re-validation inside the master only, never for display."""
-    from distributed.config import config_to_json
-
     if isinstance(config, FleetConfig):
         return config_to_json(config)
     return config_to_json(FleetConfig(workers=[config]))["workers"][0]  # type: ignore[no-any-return]

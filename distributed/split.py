@@ -7,7 +7,6 @@ with the master as one more slot whose speed is learned from its own generations
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
 
 from distributed.costmodel import CostModel, Workload
@@ -21,15 +20,6 @@ class LocalShare:
     count: int  # images the master renders: indices 0..count-1
     batch_size: int  # per local iteration
     iterations: int
-
-
-def prior_for_master(known: list[CostModel], workload: Workload) -> CostModel:
-    """Before the master has timed itself: the fleet's median speed, or one image a second."""
-    if not known:
-        return CostModel(0.2, 1.0 / max(workload.units, 1e-9))
-    return CostModel(
-        statistics.median(c.overhead_s for c in known), statistics.median(c.seconds_per_unit for c in known)
-    )
 
 
 def local_share(images: int, batch_size: int, master: CostModel, remote: list[Slot], workload: Workload) -> LocalShare:

@@ -19,7 +19,7 @@ from typing import Any
 
 from PIL import Image
 
-from distributed.costmodel import Workload
+from distributed.costmodel import Workload, prior
 from distributed.dispatcher import Job, ProgressEvent
 from distributed.errors import JobError
 from distributed.images import decode_image_bytes
@@ -28,7 +28,7 @@ from distributed.manager import FleetManager
 from distributed.payload import Checkpoint, ScriptArgs, allowed_fields, build_payload, encode_image, lora_names
 from distributed.preflight import Needs, prepare
 from distributed.scheduler import Slot
-from distributed.split import MASTER, LocalShare, local_share, prior_for_master
+from distributed.split import MASTER, LocalShare, local_share
 
 logger = logging.getLogger("distributed")
 
@@ -222,11 +222,11 @@ def start(p: Any, choice: Choice, manager: FleetManager, shared: Any) -> WebuiJo
         return None
     spec.per_worker = {m.name: preps[m.name].request for m in ready}
     known = [m.cost for m in ready if m.cost is not None and m.calibrated]
-    master_cost = manager.master_cost or prior_for_master(known, spec.workload)
+    master_cost = manager.master_cost or prior(known, spec.workload)
     slots = [
         Slot(m.name, c.overhead_s, c.per_image(spec.workload), 0.0, m.config.caps.max_batch)
         for m in ready
-        for c in [m.cost if m.cost is not None else prior_for_master(known, spec.workload)]
+        for c in [m.cost if m.cost is not None else prior(known, spec.workload)]
     ]
     orchestrator = choice.orchestrator_only  # the accordion's box; the global option is only its default
     share = (

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
 from distributed import __version__
-from distributed.config import FleetOptions
+from distributed.config import FleetOptions, parse_api_auth
 from distributed.costmodel import Workload
 from distributed.errors import ConfigError
 from distributed.manager import FleetManager
@@ -30,16 +30,6 @@ from distributed.views import (
 
 PREFIX = "/distributed/v1"
 BENCHMARK_BUDGET_S = 10.0
-
-
-def parse_api_auth(value: str | None) -> dict[str, str]:
-    """--api-auth "user:password[,user2:password2]" as the webui reads it (the password may hold colons)."""
-    users: dict[str, str] = {}
-    for item in (value or "").split(","):
-        user, sep, password = item.strip().partition(":")
-        if sep and user:
-            users[user] = password
-    return users
 
 
 def basic_auth(api_auth: str | None) -> Callable[..., None] | None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distributed.config import parse_remotes
+from distributed.config import FleetConfig, parse_remotes
 from distributed.errors import ConfigError
 from distributed.manager import FleetManager
 
@@ -57,12 +57,10 @@ class Runtime:
         except ConfigError as error:
             self.error = str(error)
             logger.error("distributed: %s; starting with no workers from the file", error)
-            self.manager = FleetManager(_unused_path(flags.config), remotes, verify_tls_default=not flags.skip_verify)
-            self.manager.path = flags.config  # saving still refuses to replace the broken file
-
-
-def _unused_path(path: Path) -> Path:
-    return path.with_name(path.name + ".absent")
+            # saving still refuses to replace the broken file: save_config parses what is on disk first
+            self.manager = FleetManager(
+                flags.config, remotes, verify_tls_default=not flags.skip_verify, config=FleetConfig()
+            )
 
 
 @functools.lru_cache(maxsize=1)

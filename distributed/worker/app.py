@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from distributed import __version__
+from distributed.config import parse_api_auth
 from distributed.worker.checkpoints import ModelNotFoundError
 from distributed.worker.requests_check import RequestFieldError
 from distributed.worker.samplers import sampler_listing, schedule_listing
@@ -86,19 +87,6 @@ class _BodyTooLarge(Exception):
 
 async def _no_receive() -> Message:
     return {"type": "http.disconnect"}
-
-
-def parse_api_auth(value: str | None) -> dict[str, str]:
-    """A1111's --api-auth: "user:pass[,user2:pass2]"."""
-    credentials: dict[str, str] = {}
-    for item in (value or "").split(","):
-        if not item.strip():
-            continue
-        user, sep, password = item.strip().partition(":")
-        if not sep or not user:
-            raise ValueError("--api-auth takes user:password[,user:password...]")
-        credentials[user] = password
-    return credentials
 
 
 def _auth_dependency(credentials: dict[str, str]) -> Callable[[Request], Awaitable[None]]:

@@ -60,7 +60,8 @@ def run_worker(args: argparse.Namespace) -> int:
     import torch
     import uvicorn
 
-    from distributed.worker.app import create_app, parse_api_auth
+    from distributed.config import parse_api_auth
+    from distributed.worker.app import create_app
     from distributed.worker.service import WorkerService
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
