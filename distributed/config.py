@@ -47,6 +47,7 @@ class CostModelState(StrictModel):
     seconds_per_unit: float = Field(gt=0, le=3600)
     samples: int = Field(0, ge=0)
     error: Optional[float] = Field(None, ge=0)
+    measured_at: Optional[str] = Field(None, max_length=64)  # the last workload it learned from, "WxH, S steps"
 
 
 class BenchmarkRecord(StrictModel):
@@ -86,6 +87,9 @@ class FleetConfig(StrictModel):
     version: int = CONFIG_VERSION
     workers: list[WorkerConfig] = Field(default_factory=list)
     options: FleetOptions = Field(default_factory=FleetOptions)  # type: ignore[arg-type]
+    # learned speeds of fleet members not listed under workers: the webui's master ("master") and workers given
+    # with --distributed-remotes, so the first job after a restart plans with them
+    learned: dict[str, CostModelState] = Field(default_factory=dict)
 
     def worker(self, name: str) -> WorkerConfig:
         for worker in self.workers:

@@ -8,6 +8,7 @@ window of recent observations; the relative error of each prediction is tracked 
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from collections import deque
 from dataclasses import dataclass
@@ -38,6 +39,15 @@ class Workload:
         return base + hires
 
     @property
+    def label(self) -> str:
+        return f"{self.width}x{self.height}, {self.steps} steps"
+
+    @classmethod
+    def from_label(cls, label: str | None) -> Workload | None:
+        found = re.fullmatch(r"(\d+)x(\d+), (\d+) steps", label or "")
+        return cls(*(int(v) for v in found.groups())) if found else None
+
+    @property
     def pixels(self) -> int:
         return max(self.width * self.height, self.hires_width * self.hires_height)
 
@@ -59,11 +69,14 @@ class CostModel:
         self.seconds_per_unit = seconds_per_unit
         self.error = error  # smoothed relative prediction error; None until a prediction was checked
         self.last_error: float | None = None
+        self.measured_at: str | None = None  # the workload it last learned from, in words
         self.observations: deque[Observation] = deque(maxlen=MAX_OBSERVATIONS)
 
     @classmethod
     def from_state(cls, state: CostModelState) -> CostModel:
-        return cls(state.overhead_s, state.seconds_per_unit, state.error)
+        model = cls(state.overhead_s, state.seconds_per_unit, state.error)
+        model.measured_at = state.measured_at
+        return model
 
     def to_state(self) -> CostModelState:
         return CostModelState(
@@ -71,6 +84,7 @@ class CostModel:
             seconds_per_unit=self.seconds_per_unit,
             samples=len(self.observations),
             error=None if self.error is None else round(self.error, 4),
+            measured_at=self.measured_at,
         )
 
     def per_image(self, workload: Workload) -> float:
@@ -107,6 +121,7 @@ class CostModel:
             else (1 - ERROR_SMOOTHING) * self.error + ERROR_SMOOTHING * self.last_error
         )
         self.observations.append(Observation(images * workload.units, seconds))
+        self.measured_at = workload.label
         self._refit()
 
     def _refit(self) -> None:

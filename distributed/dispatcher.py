@@ -1,19 +1,22 @@
 """Runs a job on the fleet: chunks in parallel, re-planned as results arrive, failures re-queued, never a hang.
 
 One loop in the calling thread owns all job state; HTTP calls run in a thread pool and come back as futures. The
-loop waits on those futures (and on a sentinel future that interrupt() completes) with a timeout set by the next
-chunk deadline, probe or progress tick, so it never polls a flag. Every chunk has a deadline from its predicted
-time; a chunk that fails, times out or comes back garbled returns its indices to the pending pool with the same
-seeds, and its worker is probed with backoff and re-admitted when it answers again.
+loop waits on those futures (and on a wake-up future that interrupt(), skip() and the master's lane complete) with
+a timeout set by the next chunk deadline, probe or progress tick, so it never polls a flag. Every chunk has a
+deadline from its predicted time; a chunk that fails, times out or comes back garbled returns its indices to the
+pending pool with the same seeds, and its worker is probed with backoff and re-admitted when it answers again.
+
+The webui's master takes part through a LocalLane: it is planned like any worker, is offered chunks when it is
+free, and takes re-queued or unstarted images whenever the plan says it finishes them first.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from typing import Any
 
 from distributed.client import GenerationResponse
@@ -31,48 +34,25 @@ from distributed.errors import (
 )
 from distributed.fleet import Fleet, FleetMember, WorkerState
 from distributed.jobs import ImageResult, JobResult, JobSpec, WorkerStats, check_response
-from distributed.scheduler import Chunk, Slot, plan
+from distributed.jobstate import (
+    ADMIT_GRACE_S,
+    INTERRUPT_GRACE_S,
+    LANE_GRACE_FACTOR,
+    MAX_BAD_WORKERS,
+    MISSED_PROGRESS_LIMIT,
+    PROGRESS_TICK_S,
+    Admit,
+    EventSink,
+    InFlight,
+    MemberJobState,
+    ProgressEvent,
+)
+from distributed.lane import LocalLane
+from distributed.scheduler import Chunk, Plan, Slot, member_slot, plan
 
 logger = logging.getLogger(__name__)
 
-PROGRESS_TICK_S = 0.5
-DEFAULT_MAX_BATCH = 32  # images per request when a worker has no cap: large batches risk VRAM and long deadlines
-INTERRUPT_GRACE_S = 0.8  # how long an interrupted job waits for the images already made
-MISSED_PROGRESS_LIMIT = 2  # unanswered progress calls in a row before a busy worker counts as dead
-MAX_BAD_WORKERS = 3  # distinct workers failing the same image with an HTTP error or garbage: the request is bad
-
-
-@dataclass
-class ProgressEvent:
-    worker: str
-    kind: str  # "started", "done", "failed", "progress", "state"
-    done: int  # images of the job finished so far (all workers)
-    total: int
-    worker_done: int = 0
-    step: int = 0
-    steps: int = 0
-    eta_s: float | None = None
-    detail: str = ""
-
-
-@dataclass
-class _InFlight:
-    member: FleetMember
-    chunk: Chunk
-    sent_at: float
-    deadline: float
-    predicted_end: float
-    observe: bool  # the worker was idle when sent, so the time is its own speed
-    missed_progress: int = 0
-
-
-@dataclass
-class _MemberJobState:
-    excluded: str | None = None  # why this worker takes no part in this job (auth, model)
-    next_probe_at: float | None = None
-
-
-EventSink = Callable[[ProgressEvent], None]
+__all__ = ["Job", "ProgressEvent"]
 
 
 class Job:
@@ -84,6 +64,8 @@ class Job:
         workers: list[str] | None = None,
         timeouts: Timeouts | None = None,
         indices: Iterable[int] | None = None,
+        lane: LocalLane | None = None,
+        admit: Admit | None = None,
     ) -> None:
         self.fleet = fleet
         self.spec = spec
@@ -91,71 +73,106 @@ class Job:
         self.timeouts = timeouts or fleet.config.options.timeouts
         names = set(workers) if workers is not None else None
         self.members = [m for m in fleet if names is None or m.name in names]
+        self.lane = lane
+        self.admit = admit
         self._wake: Future[None] = Future()
+        self._wake_lock = threading.Lock()
         self._interrupted = False
         self._skip_requested = False
-        # the indices this job renders: all N, or the part the webui's master leaves to the fleet
         self._pending: set[int] = set(range(spec.images) if indices is None else indices)
         self._total = len(self._pending)
         self._results: dict[int, ImageResult] = {}
-        self._inflight: dict[Future[GenerationResponse], _InFlight] = {}
-        self._side: dict[Future[Any], tuple[str, FleetMember]] = {}  # probes, progress, interrupt calls
-        self._local: dict[str, _MemberJobState] = {m.name: _MemberJobState() for m in self.members}
+        self._local_done: set[int] = set()  # indices the master rendered itself
+        self._inflight: dict[Future[GenerationResponse], InFlight] = {}
+        self._side: dict[Future[Any], tuple[str, FleetMember]] = {}  # admission, progress, interrupt calls
+        self._local: dict[str, MemberJobState] = {m.name: MemberJobState() for m in self.members}
         self._stats: dict[str, WorkerStats] = {m.name: WorkerStats() for m in self.members}
+        if lane is not None:
+            self._stats[lane.name] = WorkerStats()
+            lane.attach(self._poke)
         self._failures: list[str] = []
         self._bad_workers: dict[int, set[str]] = {}  # image index -> workers that failed it with 5xx/garbage
         self._busy_elsewhere: dict[str, float] = {}
-        self._started = 0.0
+        self._started = time.monotonic()
+        self._admit_until = 0.0
         self._extras_planned = False
         self._extras: dict[str, Chunk] = {}  # opt-in extra images, each sent only to a worker that would idle
         self._extra_limit = 0.0
 
     # -- control from other threads ------------------------------------------------------------------------------
+    def _poke(self) -> None:
+        with self._wake_lock:
+            if not self._wake.done():
+                self._wake.set_result(None)
+
     def interrupt(self) -> None:
         self._interrupted = True
-        if not self._wake.done():
-            self._wake.set_result(None)
+        self._poke()
 
     def skip(self) -> None:
         self._skip_requested = True
-        if not self._wake.done():
-            self._wake.set_result(None)
+        self._poke()
+
+    # -- the master's first chunk, before anything touches the network -----------------------------------------
+    def plan_now(self) -> Plan:
+        """The plan from what is known now (no network call): every usable worker, and the master if it renders."""
+        now = time.monotonic()
+        slots = [self._slot(m, now) for m in self.members if m.state.usable]
+        if self.lane is not None and not self.lane.reserve:
+            slots.append(self._lane_slot(self.lane, now))
+        return plan(self._pending, slots) if slots else Plan([], {})
+
+    def first_local_chunk(self, planned: Plan) -> Chunk | None:
+        """The master starts its first chunk of `planned` at once (None: it waits for work)."""
+        pieces = planned.for_worker(self.lane.name) if self.lane is not None else []
+        if self.lane is None or not pieces:
+            return None
+        self._pending.difference_update(pieces[0].indices)
+        self.lane.take_first(pieces[0])
+        return pieces[0]
 
     # -- the loop ------------------------------------------------------------------------------------------------
     def run(self) -> JobResult:
         self._started = time.monotonic()
-        if not self.members:
+        if not self.members and self.lane is None:
             raise NoWorkersError("no workers are configured for this job")
         pool = ThreadPoolExecutor(max_workers=max(4, 3 * len(self.members)), thread_name_prefix="distributed-job")
         try:
-            self._check_availability(pool)
+            self._start_admission(pool)
             return self._loop(pool)
         except JobError as error:
             error.partial = self._result()
             raise
         finally:
+            if self.lane is not None:
+                self.lane.finish()
             pool.shutdown(wait=False, cancel_futures=True)
 
     def _loop(self, pool: ThreadPoolExecutor) -> JobResult:
         idle_since: float | None = None
         next_tick = time.monotonic() + PROGRESS_TICK_S
         while True:
+            with self._wake_lock:
+                if self._wake.done():
+                    self._wake = Future()
             now = time.monotonic()
             if self._interrupted:
                 return self._finish_interrupted(pool)
             if self._skip_requested:
                 self._skip_requested = False
-                self._wake = Future()
                 for flight in self._inflight.values():
                     self._side[pool.submit(flight.member.client.skip)] = ("skip", flight.member)
+            self._take_lane_reports()
             self._dispatch(pool, now)
-            if not self._pending and not self._inflight:
+            lane_busy = self.lane is not None and self.lane.current is not None
+            if not self._pending and not self._inflight and not lane_busy:
                 return self._result()  # extras not started by now would only delay the job
-            if not self._inflight:
+            if not self._inflight and not lane_busy:
                 idle_since = idle_since or now
                 self._raise_if_hopeless(now - idle_since)
             else:
                 idle_since = None
+            self._expire_lane(pool, now)
             if now >= next_tick:
                 self._tick_progress(pool)
                 next_tick = now + PROGRESS_TICK_S
@@ -173,11 +190,17 @@ class Job:
         moments = [default]
         moments += [f.deadline for f in self._inflight.values()]
         moments += [s.next_probe_at for s in self._local.values() if s.next_probe_at is not None]
+        if self._admit_until > time.monotonic():
+            moments.append(self._admit_until)
         return min(moments)
 
     # -- planning and sending ------------------------------------------------------------------------------------
     def _candidates(self) -> list[FleetMember]:
-        return [m for m in self.members if m.state.usable and self._local[m.name].excluded is None]
+        return [
+            m
+            for m in self.members
+            if m.state.usable and self._local[m.name].excluded is None and self._local[m.name].admitted
+        ]
 
     def _prior(self) -> CostModel:
         return prior([m.cost for m in self.members if m.calibrated and m.cost is not None], self.spec.workload)
@@ -191,34 +214,61 @@ class Job:
         available = max([0.0, *[f.predicted_end - now for f in busy]])
         available = max(available, self._busy_elsewhere.get(member.name, 0.0) - now)
         caps = member.config.caps
-        limits = [caps.max_batch or DEFAULT_MAX_BATCH]
-        if caps.max_pixels:
-            limits.append(max(1, caps.max_pixels // max(1, self.spec.workload.pixels)))
-        if not member.calibrated or not self.spec.uniform:
-            limits.append(1)  # an unknown worker first shows its speed on a single image; prompts differ by image
-        return Slot(
+        return member_slot(
             member.name,
             cost.overhead_s,
             cost.per_image(self.spec.workload),
             available,
-            min(limits),
+            max_batch=caps.max_batch,
+            max_pixels=caps.max_pixels,
+            image_pixels=self.spec.workload.pixels,
+            measured=member.calibrated,
+            one_prompt_per_request=not self.spec.uniform,
         )
+
+    def _lane_slot(self, lane: LocalLane, now: float) -> Slot:
+        current = lane.current
+        available = 0.0
+        if current is not None:
+            chunk, since = current
+            available = since + lane.cost.predict(chunk.count, self.spec.workload) - now
+        per_image = lane.cost.per_image(self.spec.workload)
+        return member_slot(lane.name, lane.cost.overhead_s, per_image, available, max_batch=lane.max_batch)
+
+    def _lane_eligible(self, remote: list[FleetMember]) -> bool:
+        """The master renders unless it only orchestrates; then only once no worker can (nor may soon) take work."""
+        lane = self.lane
+        if lane is None or lane.finished:
+            return False
+        return not lane.reserve or (not remote and not self._admitting(usable_only=False))
 
     def _dispatch(self, pool: ThreadPoolExecutor, now: float) -> None:
         if not self._pending and not self._extras:
             return
         candidates = self._candidates()
         busy = {f.member.name for f in self._inflight.values()}
-        idle = [m for m in candidates if m.name not in busy]
-        if not idle:
+        idle = [] if now < self._admit_until and self._admitting() else [m for m in candidates if m.name not in busy]
+        lane = self.lane if self._lane_eligible(candidates) else None
+        lane_free = lane is not None and lane.current is None and bool(self._pending)
+        if not idle and not lane_free:
             return
         slots = [self._slot(m, now) for m in candidates]
-        if self.spec.extra_slack is not None and not self._extras_planned and self._pending:
+        if lane is not None:
+            slots.append(self._lane_slot(lane, now))
+        if self.spec.extra_slack is not None and not self._extras_planned and self._pending and idle:
             self._extras_planned = True
             with_extras = plan(self._pending, slots, self.spec.extra_slack, first_extra_index=self.spec.images)
-            self._extras = {c.worker: c for c in with_extras.chunks if c.extra}
+            self._extras = {
+                c.worker: c for c in with_extras.chunks if c.extra and (lane is None or c.worker != lane.name)
+            }
             self._extra_limit = now + with_extras.makespan_s
         result = plan(self._pending, slots) if self._pending else None
+        if lane is not None and lane_free and result is not None:
+            pieces = result.for_worker(lane.name)
+            if pieces:
+                self._pending.difference_update(pieces[0].indices)
+                lane.offer(pieces[0])
+                self._emit(lane.name, "started", detail=f"images {pieces[0].start}-{pieces[0].end}")
         for member in idle:
             real = result.for_worker(member.name) if result else []
             if real:
@@ -237,12 +287,40 @@ class Job:
         allowed = self.timeouts.chunk_min_s + self.timeouts.chunk_factor * predicted
         payload = self.spec.chunk_payload(chunk)
         future = pool.submit(member.client.generate, self.spec.kind, payload, allowed)
-        self._inflight[future] = _InFlight(member, chunk, now, now + allowed, now + predicted, observe=waiting == 0)
+        self._inflight[future] = InFlight(member, chunk, now, now + allowed, now + predicted, observe=waiting == 0)
         if not chunk.extra:
             self._pending.difference_update(chunk.indices)
         member.set_state(WorkerState.BUSY, "rendering")
         self._stats[member.name].chunks += 1
-        self._emit(member.name, "started", detail=f"images {chunk.start}-{chunk.start + chunk.count - 1}")
+        self._emit(member.name, "started", detail=f"images {chunk.start}-{chunk.end}")
+
+    # -- the master's lane ---------------------------------------------------------------------------------------
+    def _take_lane_reports(self) -> None:
+        if self.lane is None:
+            return
+        for report in self.lane.reports():
+            chunk = report.chunk
+            self._local_done.update(chunk.indices)
+            self.lane.cost.observe(chunk.count, self.spec.workload, report.seconds)
+            stats = self._stats[self.lane.name]
+            stats.images += chunk.count
+            stats.chunks += 1
+            stats.busy_s += report.seconds
+            end = time.monotonic() - self._started
+            stats.spans.append((end - report.seconds, end, chunk.count))
+            self._emit(self.lane.name, "done", worker_done=stats.images)
+
+    def _expire_lane(self, pool: ThreadPoolExecutor, now: float) -> None:
+        """The master's loop stopped reporting (its generation broke off): end the job rather than wait forever."""
+        lane = self.lane
+        current = lane.current if lane is not None else None
+        if lane is None or current is None:
+            return
+        chunk, since = current
+        predicted = lane.cost.predict(chunk.count, self.spec.workload)
+        if now > since + self.timeouts.chunk_min_s + LANE_GRACE_FACTOR * predicted:
+            logger.error("the master's own chunk %d-%d never finished; ending the job", chunk.start, chunk.end)
+            self._interrupted = True
 
     # -- results -------------------------------------------------------------------------------------------------
     def _on_chunk_done(self, future: Future[GenerationResponse]) -> None:
@@ -275,15 +353,13 @@ class Job:
             member.set_state(WorkerState.ONLINE)
         self._emit(member.name, "done", worker_done=stats.images)
 
-    def _chunk_failed(self, flight: _InFlight, error: WorkerError) -> None:
+    def _chunk_failed(self, flight: InFlight, error: WorkerError) -> None:
         member, chunk = flight.member, flight.chunk
         if not chunk.extra:
             self._pending.update(i for i in chunk.indices if i not in self._results)
         self._stats[member.name].failed_chunks += 1
         self._failures.append(str(error))
-        logger.warning(
-            "chunk %d-%d lost on %s: %s; re-queued", chunk.start, chunk.start + chunk.count - 1, member.name, error
-        )
+        logger.warning("chunk %d-%d lost on %s: %s; re-queued", chunk.start, chunk.end, member.name, error)
         if isinstance(error, WorkerModelMissing):
             self._local[member.name].excluded = str(error)
         elif isinstance(error, (WorkerHTTPError, WorkerInvalidResponse)) and not chunk.extra:
@@ -295,6 +371,7 @@ class Job:
                 if len(failed_on) >= limit:
                     raise JobError(f"image {index} failed on {len(failed_on)} workers; last: {error}")
         member.record_error(error)
+        self._local[member.name].admitted = False  # it must answer an admission call again before new work
         self._probe_later_if_offline(member)
         self._emit(member.name, "failed", detail=str(error))
 
@@ -304,31 +381,63 @@ class Job:
                 del self._inflight[future]
                 self._chunk_failed(flight, WorkerTimeout(flight.member.name, "the chunk passed its deadline"))
 
-    # -- availability, progress, probes --------------------------------------------------------------------------
-    def _check_availability(self, pool: ThreadPoolExecutor) -> None:
-        """Ask every enabled worker whether it answers and is busy with someone else's job (at once, short timeout).
+    # -- admission, progress, probes -----------------------------------------------------------------------------
+    def _admission(self, member: FleetMember) -> tuple[dict[str, Any], dict[str, Any]]:
+        """One worker's preparation for this job (checkpoint, scripts: the webui's preflight) and its progress."""
+        request = self.admit(member) if self.admit is not None else {}
+        return request, member.client.progress()
 
+    def _start_admission(self, pool: ThreadPoolExecutor) -> None:
+        """Ask every enabled worker at once; nothing waits on one that does not answer.
+
+        The first plan waits up to ADMIT_GRACE_S for workers that were online; later answers join the running job.
         Workers that failed in an earlier job are asked too: this is where they are re-admitted between jobs.
         """
-        calls = {pool.submit(m.client.progress): m for m in self.members if m.state != WorkerState.DISABLED}
-        done, _ = wait(calls, timeout=self.timeouts.connect_s + self.timeouts.probe_s + 1)
-        now = time.monotonic()
-        for future, member in calls.items():
-            if future not in done:
-                member.set_state(WorkerState.OFFLINE, "no answer to progress")
-                self._probe_later_if_offline(member)
-                continue
-            try:
-                progress = future.result()
-            except WorkerError as error:
+        self._admit_until = time.monotonic() + ADMIT_GRACE_S
+        for member in self.members:
+            if member.state != WorkerState.DISABLED:
+                self._ask_admission(pool, member)
+
+    def _ask_admission(self, pool: ThreadPoolExecutor, member: FleetMember) -> None:
+        self._local[member.name].asking = True
+        self._side[pool.submit(self._admission, member)] = ("admit", member)
+
+    def _admitting(self, usable_only: bool = True) -> bool:
+        return any(self._local[m.name].asking for m in self.members if m.state.usable or not usable_only)
+
+    def _on_admitted(self, member: FleetMember, future: Future[Any]) -> None:
+        local = self._local[member.name]
+        local.asking = False
+        error = future.exception()
+        if isinstance(error, WorkerModelMissing):
+            local.excluded = str(error)
+            member.record_error(error)
+            self._failures.append(str(error))
+            return
+        if error is not None:
+            if isinstance(error, WorkerError):
                 member.record_error(error)
-                self._probe_later_if_offline(member)
-                continue
-            state = progress.get("state") or {}
-            if isinstance(state, dict) and state.get("job_count"):
-                eta = progress.get("eta_relative")
-                self._busy_elsewhere[member.name] = now + (float(eta) if isinstance(eta, (int, float)) else 5.0)
-            member.set_state(WorkerState.ONLINE)
+            else:
+                member.set_state(WorkerState.OFFLINE, "admission failed", str(error))
+            if not local.failed_admission:  # said once per job, not at every probe
+                local.failed_admission = True
+                self._failures.append(f"{member.name}: {error}" if member.name not in str(error) else str(error))
+            self._probe_later_if_offline(member)
+            return
+        request, progress = future.result()
+        if request:
+            self.spec.per_worker[member.name] = request
+        state = progress.get("state") or {}
+        if isinstance(state, dict) and state.get("job_count"):
+            eta = progress.get("eta_relative")
+            self._busy_elsewhere[member.name] = time.monotonic() + (
+                float(eta) if isinstance(eta, (int, float)) else 5.0
+            )
+        was_usable = member.state.usable
+        local.admitted = True
+        member.set_state(WorkerState.ONLINE, "" if was_usable else "answered the health probe")
+        if not was_usable:
+            self._emit(member.name, "state", detail="back online")
 
     def _tick_progress(self, pool: ThreadPoolExecutor) -> None:
         asked = {m.name for kind, m in self._side.values() if kind == "progress"}
@@ -345,54 +454,49 @@ class Job:
     def _submit_due_probes(self, pool: ThreadPoolExecutor, now: float) -> None:
         for member in self.members:
             local = self._local[member.name]
-            if local.next_probe_at is not None and now >= local.next_probe_at:
+            if local.next_probe_at is not None and now >= local.next_probe_at and not local.asking:
                 local.next_probe_at = None
-                self._side[pool.submit(member.client.ping)] = ("probe", member)
+                self._ask_admission(pool, member)
 
     def _on_side_done(self, future: Future[Any]) -> None:
         kind, member = self._side.pop(future)
+        if kind == "admit":
+            self._on_admitted(member, future)
+            return
+        if kind != "progress":
+            return
         error = future.exception()
         flights = [f for f in self._inflight.values() if f.member is member]
-        if kind == "probe":
-            if error is None:
-                member.set_state(WorkerState.ONLINE, "answered the health probe")
-                self._emit(member.name, "state", detail="back online")
-            else:
-                member.set_state(WorkerState.OFFLINE, getattr(error, "reason", "probe failed"), str(error))
-                self._probe_later_if_offline(member)
-        elif kind == "progress":
-            if error is not None:
-                for flight in flights:
-                    flight.missed_progress += 1
-                    if flight.missed_progress >= MISSED_PROGRESS_LIMIT:
-                        self._abandon(flight, WorkerTimeout(member.name, f"stopped answering ({error})"))
-                return
-            progress = future.result()
-            state = progress.get("state") or {}
+        if error is not None:
             for flight in flights:
-                flight.missed_progress = 0
-            if flights and isinstance(state, dict):
-                self._emit(
-                    member.name,
-                    "progress",
-                    worker_done=self._stats[member.name].images,
-                    step=int(state.get("sampling_step") or 0),
-                    steps=int(state.get("sampling_steps") or 0),
-                    eta_s=max(0.0, flights[0].predicted_end - time.monotonic()),
-                )
+                flight.missed_progress += 1
+                if flight.missed_progress >= MISSED_PROGRESS_LIMIT:
+                    self._abandon(flight, WorkerTimeout(member.name, f"stopped answering ({error})"))
+            return
+        progress = future.result()
+        state = progress.get("state") or {}
+        for flight in flights:
+            flight.missed_progress = 0
+        if flights and isinstance(state, dict):
+            self._emit(
+                member.name,
+                "progress",
+                worker_done=self._stats[member.name].images,
+                step=int(state.get("sampling_step") or 0),
+                steps=int(state.get("sampling_steps") or 0),
+                eta_s=max(0.0, flights[0].predicted_end - time.monotonic()),
+            )
 
-    def _abandon(self, flight: _InFlight, error: WorkerError) -> None:
+    def _abandon(self, flight: InFlight, error: WorkerError) -> None:
         for future, candidate in list(self._inflight.items()):
             if candidate is flight:
                 del self._inflight[future]
                 self._chunk_failed(flight, error)
 
     def _raise_if_hopeless(self, waited: float) -> None:
-        if self._candidates():
-            return
-        probing = any(self._local[m.name].next_probe_at is not None for m in self.members) or any(
-            kind == "probe" for kind, _ in self._side.values()
-        )
+        if self._candidates() or self._lane_eligible([]) or self._admitting(usable_only=False):
+            return  # admission calls have their own timeouts
+        probing = any(self._local[m.name].next_probe_at is not None for m in self.members)
         if probing and waited < self.timeouts.no_worker_s:
             return
         reasons = "; ".join(
@@ -402,6 +506,8 @@ class Job:
 
     # -- ending --------------------------------------------------------------------------------------------------
     def _finish_interrupted(self, pool: ThreadPoolExecutor) -> JobResult:
+        if self.lane is not None:
+            self.lane.finish()
         calls = [pool.submit(f.member.client.interrupt) for f in self._inflight.values()]
         end = time.monotonic() + INTERRUPT_GRACE_S
         while self._inflight and time.monotonic() < end:
@@ -416,11 +522,15 @@ class Job:
 
     def _result(self, interrupted: bool = False) -> JobResult:
         images = [self._results[i] for i in sorted(self._results)]
-        return JobResult(images, time.monotonic() - self._started, self._stats, self._failures, interrupted)
+        excluded = {m.name: reason for m in self.members if (reason := self._local[m.name].excluded)}
+        return JobResult(
+            images, time.monotonic() - self._started, self._stats, self._failures, interrupted, excluded=excluded
+        )
 
     def _emit(self, worker: str, kind: str, **fields: Any) -> None:
-        done = sum(1 for i in self._results if i < self.spec.images)
+        done = sum(1 for i in self._results if i < self.spec.images) + len(self._local_done)
+        total = self._total
         try:
-            self.on_event(ProgressEvent(worker, kind, done, self._total, **fields))
+            self.on_event(ProgressEvent(worker, kind, done, total, **fields))
         except Exception:  # a broken progress display must not break the job
             logger.exception("progress callback failed")

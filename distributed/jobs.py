@@ -121,6 +121,7 @@ class JobResult:
     workers: dict[str, WorkerStats]
     failures: list[str]  # one line per failed chunk: worker and cause
     interrupted: bool = False
+    excluded: dict[str, str] = field(default_factory=dict)  # workers that sat the job out, and why
 
     @property
     def requested(self) -> list[ImageResult]:

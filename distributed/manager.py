@@ -32,6 +32,7 @@ from distributed.costmodel import CostModel, Workload
 from distributed.errors import ConfigError, WorkerError
 from distributed.fleet import Fleet, FleetMember, WorkerState
 from distributed.jobs import JobResult
+from distributed.lane import MASTER
 from distributed.views import JobView, StatusView, ThroughputPoint, WorkerInput, WorkerView, worker_view
 
 logger = logging.getLogger(__name__)
@@ -54,7 +55,8 @@ class FleetManager:
         self._flag_workers = list(flag_workers)
         self._file = config if config is not None else load_config(path)
         self.fleet = Fleet(self._merged(), verify_tls_default)
-        self.master_cost: CostModel | None = None
+        saved = self._file.learned.get(MASTER)
+        self.master_cost: CostModel | None = CostModel.from_state(saved) if saved is not None else None
         self.job = JobView(running=False)
         self.history: deque[ThroughputPoint] = deque(maxlen=HISTORY_LENGTH)
         self._step: dict[str, float] = {}  # busy worker -> sampling progress of its current chunk, 0..1
@@ -62,7 +64,12 @@ class FleetManager:
     # -- reading -------------------------------------------------------------------------------------------------
     def _merged(self) -> FleetConfig:
         names = {w.name for w in self._file.workers}
-        extra = [w for w in self._flag_workers if w.name not in names]
+        learned = self._file.learned
+        extra = [
+            copy_with(w, cost_model=learned[w.name]) if w.cost_model is None and w.name in learned else w
+            for w in self._flag_workers
+            if w.name not in names
+        ]
         return copy_with(self._file, workers=[dump(w) for w in [*self._file.workers, *extra]])
 
     def source(self, name: str) -> str:
@@ -249,11 +256,13 @@ class FleetManager:
             self.job.workers[worker] = worker_done
             self._step[worker] = min(1.0, step / steps) if steps else 0.0
 
-    def job_finished(self, result: JobResult | None, workload: Workload) -> None:
-        """Record a job's throughput for the chart and save the speeds it taught us."""
+    def job_finished(self, result: JobResult | None, workload: Workload, master_cost: CostModel | None = None) -> None:
+        """Record a job's throughput for the chart and save the speeds it taught us (the master's included)."""
         now = time.time()
         with self._lock:
             self.job.running = False
+            if master_cost is not None and master_cost.observations:
+                self.master_cost = master_cost
             if result is None:
                 return
             self.job.failures = list(result.failures)
@@ -261,20 +270,24 @@ class FleetManager:
                 if stats.images and stats.busy_s > 0:
                     ipm = stats.images * 60.0 / stats.busy_s
                     self.history.append(ThroughputPoint(when=now, worker=name, images=stats.images, ipm=ipm))
-            if any(m.calibrated for m in self.fleet) and self.path.exists():
-                try:
-                    self._commit(self._file)
-                except ConfigError as error:
-                    logger.warning("learned speeds not saved: %s", error)
+            self._save_learned()
 
-    def master_observed(self, images: int, workload: Workload, seconds: float) -> None:
-        with self._lock:
-            if self.master_cost is None:
-                self.master_cost = CostModel(0.2, seconds / max(1e-9, images * workload.units))
-            self.master_cost.observe(images, workload, seconds)
-            self.history.append(
-                ThroughputPoint(when=time.time(), worker="master", images=images, ipm=images * 60.0 / seconds)
-            )
+    def _save_learned(self) -> None:
+        """Learned speeds to workers.json: file workers in their entries, the master and flag workers under
+        `learned`."""
+        learned = dict(self._file.learned)
+        if self.master_cost is not None and self.master_cost.observations:
+            learned[MASTER] = self.master_cost.to_state()
+        file_names = {w.name for w in self._file.workers}
+        for member in self.fleet:
+            if member.name not in file_names and member.calibrated and member.cost is not None:
+                learned[member.name] = member.cost.to_state()
+        if not learned and not any(m.calibrated for m in self.fleet):
+            return
+        try:
+            self._commit(copy_with(self._file, learned={k: dump(v) for k, v in learned.items()}))
+        except ConfigError as error:
+            logger.warning("learned speeds not saved: %s", error)
 
     def close(self) -> None:
         with self._lock:

@@ -36,7 +36,8 @@ def _worker_entries(data: Any) -> list[tuple[str, dict[str, Any]]] | None:
 
 def looks_like_prior_art(data: Any) -> bool:
     entries = _worker_entries(data)
-    return entries is not None and all(_PRIOR_KEYS & set(fields) for _, fields in entries)
+    # an empty worker list is ours too (a fleet with its workers removed): only real entries tell the layouts apart
+    return bool(entries) and all(_PRIOR_KEYS & set(fields) for _, fields in entries or [])
 
 
 def _safe_name(label: str, taken: set[str]) -> str:

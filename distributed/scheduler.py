@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from distributed.errors import NoWorkersError
 
+DEFAULT_MAX_BATCH = 32  # images per request when a worker has no cap: large batches risk VRAM and long deadlines
 MAX_PIECES = 4  # a worker's share is cut into at most this many chunks...
 PIECE_OVERHEAD_SHARE = 0.05  # ...and only while the extra overhead stays under 5% of the plan
 
@@ -51,6 +52,29 @@ class Slot:
         return full * limit + min(partial, limit)
 
 
+def member_slot(
+    name: str,
+    overhead_s: float,
+    per_image_s: float,
+    available_in_s: float,
+    *,
+    max_batch: int | None,
+    max_pixels: int | None = None,
+    image_pixels: int = 0,
+    measured: bool = True,
+    one_prompt_per_request: bool = False,
+) -> Slot:
+    """The one place that turns a fleet member (a worker or the master) into a Slot, with every batch rule:
+    the member's cap or DEFAULT_MAX_BATCH, its pixel cap, a single image while it has not shown its speed, and a
+    single image per request when prompts differ by image (A1111's API takes one prompt per request)."""
+    limits = [max_batch or DEFAULT_MAX_BATCH]
+    if max_pixels:
+        limits.append(max(1, max_pixels // max(1, image_pixels)))
+    if not measured or one_prompt_per_request:
+        limits.append(1)
+    return Slot(name, overhead_s, per_image_s, max(0.0, available_in_s), min(limits))
+
+
 @dataclass(frozen=True)
 class Chunk:
     worker: str
@@ -61,6 +85,11 @@ class Chunk:
     @property
     def indices(self) -> range:
         return range(self.start, self.start + self.count)
+
+    @property
+    def end(self) -> int:
+        """The last index (inclusive)."""
+        return self.start + self.count - 1
 
 
 @dataclass

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
-import time
 from typing import Any
 
-from modules import images, processing, scripts, shared
+from modules import images, scripts, shared
 
-from distributed.split import MASTER
+from distributed.lane import MASTER
 from distributed.webui import bridge
 from distributed.webui.runtime import runtime
-from distributed.webui.ui import accordion
+from distributed.webui.ui import AS_SAVED, EXTRA_CHOICES, MASTER_CHOICES, accordion, choice_value
 
 logger = logging.getLogger("distributed")
 JOB_ATTRIBUTE = "distributed_job"  # the job's state lives on its processing object, nowhere else
@@ -27,53 +27,76 @@ class DistributedScript(scripts.Script):  # type: ignore[misc]
         return scripts.AlwaysVisible
 
     def ui(self, is_img2img: bool) -> list[Any]:
-        manager = runtime().manager
-        return accordion(is_img2img, manager.enabled_names(), manager.fleet.config.options)
+        return accordion(is_img2img, runtime().manager.enabled_names())
 
-    def process(self, p: Any, enabled: bool = False, workers: Any = None, orchestrator_only: bool = False,
-                extra_images: bool = False, *rest: Any) -> None:  # fmt: skip
+    def process(self, p: Any, enabled: bool = True, workers: Any = None, master: Any = AS_SAVED,
+                extra: Any = AS_SAVED, *rest: Any) -> None:  # fmt: skip
         if not enabled:
             return
-        choice = bridge.Choice(bool(enabled), list(workers or []), bool(orchestrator_only), bool(extra_images))
-        job = bridge.start(p, choice, runtime().manager, shared)
+        manager = runtime().manager
+        options = manager.fleet.config.options  # read per job: a change in the tab applies to the next one
+        choice = bridge.Choice(
+            True,
+            list(workers or []),
+            choice_value(master, options.orchestrator_only, MASTER_CHOICES[2]),
+            choice_value(extra, options.extra_images, EXTRA_CHOICES[1]),
+        )
+        job = bridge.start(p, choice, manager, shared)
         if job is None:
             return
         setattr(p, JOB_ATTRIBUTE, job)
         p.extra_generation_params["Worker"] = _worker_label(job)
-        logger.info(
-            "distributed: %d images, master renders %d, the fleet %d",
-            job.spec.images,
-            job.share.count,
-            job.spec.images - job.share.count,
-        )
+        logger.info("distributed: %d images; the master starts on %s", job.spec.images, job.current or "nothing")
+
+    def before_process_batch(self, p: Any, *args: Any, **kwargs: Any) -> None:
+        job: bridge.WebuiJob | None = getattr(p, JOB_ATTRIBUTE, None)
+        if job is None:
+            return
+        if job.collected:
+            p.prompts = []  # every image is in: the webui's loop ends on an empty batch
+            return
+        job.fit_batch_tensors(p)
 
     def postprocess_batch_list(self, p: Any, pp: Any, *args: Any, **kwargs: Any) -> None:
         job: bridge.WebuiJob | None = getattr(p, JOB_ATTRIBUTE, None)
-        batch_number = kwargs.get("batch_number", 0)
-        if job is None or job.collected or batch_number != max(1, job.share.iterations) - 1:
-            if job is not None and not job.collected:
-                job.workers_by_position = [MASTER] * len(pp.images)
+        if job is None or job.collected:
             return
-        job.local_done_at = time.monotonic()
-        job.wait(shared.state)
-        job.collected = True
-        missing = [] if shared.state.interrupted else bridge.missing_indices(job)
-        fallback = bridge.render_missing(p, job, missing, processing.process_images_inner)
-        pp.images = bridge.merge_batch(p, list(pp.images), job, fallback)
-        if job.share.count:
-            seconds = job.local_done_at - job.started_at
-            job.manager.master_observed(job.share.count, job.spec.workload, seconds)
+        pp.images = job.after_batch(p, list(pp.images), int(kwargs.get("batch_number", 0)), shared.state)
 
     def postprocess(self, p: Any, processed: Any, *args: Any) -> None:
         job: bridge.WebuiJob | None = getattr(p, JOB_ATTRIBUTE, None)
         if job is None:
             return
-        if not job.collected and job.job is not None:  # the local loop ended early (Interrupt)
+        if not job.collected:  # the local loop ended early (Interrupt)
             job.job.interrupt()
-        if job.error is not None:
-            processed.comments = f"{processed.comments}\nDistributed: {job.error}".strip()
+        _attach_report(processed, job)
         if runtime().flags.autosave and not p.save_samples():
             _save_remote(p, processed, job)
+
+
+def _attach_report(processed: Any, job: bridge.WebuiJob) -> None:
+    """The job's report in the API's `info` (as "distributed"), and a warning in the UI when a worker failed."""
+    original = processed.js
+
+    def js() -> str:
+        data = json.loads(original())
+        data["distributed"] = job.report()
+        return json.dumps(data)
+
+    processed.js = js
+    problems = job.problems()
+    if problems:
+        warn("Distributed: " + "; ".join(problems))
+
+
+def warn(text: str) -> None:
+    """A gradio warning toast where a UI event is running (silently nothing for API calls)."""
+    import gradio as gr
+
+    try:
+        gr.Warning(text)
+    except Exception:  # outside a gradio event some versions raise; the text is in the log and the comments
+        logger.debug("no UI to warn: %s", text)
 
 
 def _worker_label(job: bridge.WebuiJob) -> Any:
@@ -87,23 +110,21 @@ def _worker_label(job: bridge.WebuiJob) -> Any:
 def _save_remote(p: Any, processed: Any, job: bridge.WebuiJob) -> None:
     """--distributed-remotes-autosave: the fleet's images go into the master's outputs even when it saves none.
 
-    The fleet's images are in the last batch, after the master's own: the tail of the gallery, with the master's
-    infotexts (so they name their worker) and the seeds and prompts the merge aligned with them.
+    Every image of the job is in the merged batch, in index order after the grid: the gallery's images, with the
+    master's infotexts (so they name their worker) and the seeds and prompts of their indices.
     """
-    names = job.workers_by_position
-    if not names:
-        return
-    pictures = processed.images[-len(names) :]
-    texts = processed.infotexts[-len(names) :]
-    for position, (picture, text, worker) in enumerate(zip(pictures, texts, names, strict=False)):
+    names, indices = job.workers_by_position, job.indices_by_position
+    pictures = processed.images[processed.index_of_first_image :]
+    texts = processed.infotexts[processed.index_of_first_image :]
+    for picture, text, worker, index in zip(pictures, texts, names, indices, strict=False):
         if worker == MASTER:
             continue
         images.save_image(
             picture,
             p.outpath_samples,
             "",
-            p.seeds[position],
-            p.prompts[position],
+            p.all_seeds[index],
+            p.all_prompts[index],
             shared.opts.samples_format,
             info=text,
             p=p,

@@ -60,9 +60,11 @@ def webui(tmp_path: Path) -> Iterator[Any]:
     shared.cmd_opts.distributed_remotes_autosave = False
     shared.cmd_opts.api_auth = None
     script_callbacks.clear_callbacks()
-    for recorded in (errors.reported, images.saved, images.grids, processing.samples_drawn):
+    for recorded in (errors.reported, images.saved, images.grids, processing.samples_drawn, processing.batches_drawn):
         recorded.clear()
+    processing.emulated_seconds_per_image = 0.2  # the master renders at a GPU-like pace, not instantly
     shared.state.begin("test")
     yield shared
+    processing.emulated_seconds_per_image = 0.0
     close_runtime()
     assert errors.reported == [], errors.reported[0] if errors.reported else ""

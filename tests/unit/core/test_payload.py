@@ -9,7 +9,7 @@ import math
 import numpy as np
 from PIL import Image
 
-from distributed.costmodel import CostModel, Workload
+from distributed.costmodel import Workload
 from distributed.payload import (
     Checkpoint,
     ScriptArgs,
@@ -19,8 +19,6 @@ from distributed.payload import (
     lora_names,
     match_checkpoint,
 )
-from distributed.scheduler import Slot
-from distributed.split import local_share
 
 WORKLOAD = Workload(64, 64, 4)
 
@@ -103,14 +101,3 @@ def test_checkpoint_matching_by_hash_then_name() -> None:
     )
     assert match_checkpoint(models, Checkpoint("v15.safetensors [ffffffffff]", model_name="v15")) == models[1]["title"]
     assert match_checkpoint(models, Checkpoint("absent.safetensors [0000000000]", model_name="absent")) is None
-
-
-def test_master_share_is_whole_batches_within_the_users_batch_size() -> None:
-    same = CostModel(0.0, 1.0 / WORKLOAD.units)
-    remote = [Slot("w", 0.0, same.per_image(WORKLOAD))]
-    share = local_share(20, 4, same, remote, WORKLOAD)
-    assert share.batch_size <= 4 and share.count == share.batch_size * share.iterations
-    assert 8 <= share.count <= 12  # about half for an equally fast worker
-    assert local_share(5, 5, same, [], WORKLOAD).count == 5  # no fleet: everything stays
-    slow_master = CostModel(0.0, 100.0 / WORKLOAD.units)
-    assert local_share(8, 8, slow_master, remote, WORKLOAD).count == 0

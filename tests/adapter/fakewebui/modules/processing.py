@@ -1,6 +1,8 @@
 """process_images with the webui's order of hooks, slicing and saving; the sampler draws seeded noise."""
 
+import json
 import random
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +14,8 @@ from modules import images, scripts, shared
 from modules.shared import opts, state
 
 samples_drawn: list[int] = []  # seeds the master's own sampler rendered
+batches_drawn: list[list[int]] = []  # the seeds of each batch the master's sampler rendered
+emulated_seconds_per_image = 0.0  # the master as a GPU of a chosen speed (as shared/webui-speed-emulator does)
 
 
 class DecodedSamples(list):
@@ -143,6 +147,10 @@ class StableDiffusionProcessing:
 
     def sample(self, conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts):
         samples_drawn.extend(seeds)
+        batches_drawn.append(list(seeds))
+        assert len(seeds) <= self.batch_size, "a local batch never exceeds the user's batch size"
+        if emulated_seconds_per_image:
+            time.sleep(emulated_seconds_per_image * len(seeds))  # emulated compute, not a poll
         noise = [torch.rand((3, self.height, self.width), generator=torch.Generator().manual_seed(s)) for s in seeds]
         return DecodedSamples([x * 2 - 1 for x in noise])
 
@@ -201,6 +209,19 @@ class Processed:
         self.all_subseeds = all_subseeds or p.all_subseeds or [self.subseed]
         self.infotexts = infotexts or [info] * len(images_list)
         self.extra_generation_params = p.extra_generation_params
+
+    def js(self):
+        """A subset of A1111 1.10.1's Processed.js(): the API's `info`."""
+        obj = {
+            "prompt": self.all_prompts[0],
+            "all_prompts": self.all_prompts,
+            "seed": self.seed,
+            "all_seeds": self.all_seeds,
+            "all_subseeds": self.all_subseeds,
+            "index_of_first_image": self.index_of_first_image,
+            "infotexts": self.infotexts,
+        }
+        return json.dumps(obj, default=lambda o: None)
 
 
 def create_infotext(p, all_prompts, all_seeds, all_subseeds, comments=None, iteration=0, position_in_batch=0,
@@ -268,8 +289,12 @@ def process_images_inner(p) -> Processed:
         p.negative_prompts = p.all_negative_prompts[n * p.batch_size : (n + 1) * p.batch_size]
         p.seeds = p.all_seeds[n * p.batch_size : (n + 1) * p.batch_size]
         p.subseeds = p.all_subseeds[n * p.batch_size : (n + 1) * p.batch_size]
+        if p.scripts is not None:
+            p.scripts.before_process_batch(p, batch_number=n, prompts=p.prompts, seeds=p.seeds, subseeds=p.subseeds)
         if len(p.prompts) == 0:
             break
+        if p.scripts is not None:
+            p.scripts.process_batch(p, batch_number=n, prompts=p.prompts, seeds=p.seeds, subseeds=p.subseeds)
         samples = p.sample(
             conditioning=None, unconditional_conditioning=None, seeds=p.seeds, subseeds=p.subseeds,
             subseed_strength=p.subseed_strength, prompts=p.prompts,

@@ -37,6 +37,12 @@ class Script:
     def process(self, p, *args):
         pass
 
+    def before_process_batch(self, p, *args, **kwargs):
+        pass
+
+    def process_batch(self, p, *args, **kwargs):
+        pass
+
     def postprocess_batch(self, p, *args, **kwargs):
         pass
 
@@ -82,6 +88,12 @@ class ScriptRunner:
 
     def process(self, p):
         self._run("process", p)
+
+    def before_process_batch(self, p, **kwargs):
+        self._run("before_process_batch", p, **kwargs)
+
+    def process_batch(self, p, **kwargs):
+        self._run("process_batch", p, **kwargs)
 
     def postprocess_batch(self, p, images, **kwargs):
         self._run("postprocess_batch", p, images, **kwargs)
