@@ -99,6 +99,13 @@ class CostModel:
         """Images per minute in large batches (the overhead spread thin)."""
         return 60.0 / self.per_image(workload)
 
+    def describe(self) -> str:
+        """The speed in words a person reads: at the size it last rendered (else 512x512, 20 steps)."""
+        workload = Workload.from_label(self.measured_at) or REFERENCE
+        seconds = self.per_image(workload)
+        rate = f"{60.0 / seconds:.3g} images/min" if seconds < 60 else f"{seconds:.3g} s per image"
+        return f"{rate} at {workload.label}"
+
     @classmethod
     def fit(cls, observations: list[Observation]) -> CostModel:
         """Least squares for seconds = overhead + units x slope, with overhead >= 0 and slope > 0."""

@@ -26,6 +26,7 @@ PROBE_BACKOFF_MAX_S = 30.0
 
 
 class WorkerState(str, Enum):
+    UNCHECKED = "not checked yet"  # from start until the first health check or job answers
     ONLINE = "online"
     BUSY = "busy"
     OFFLINE = "offline"
@@ -35,7 +36,7 @@ class WorkerState(str, Enum):
 
     @property
     def usable(self) -> bool:
-        return self in (WorkerState.ONLINE, WorkerState.BUSY)
+        return self in (WorkerState.UNCHECKED, WorkerState.ONLINE, WorkerState.BUSY)
 
 
 @dataclass
@@ -61,8 +62,9 @@ class FleetMember:
         self.client = client
         self.cost = cost
         self.calibrated = cost is not None  # a fitted model from workers.json, or learned in this process
+        self.model: str | None = None  # its loaded checkpoint, as its options last said
         self._lock = threading.Lock()
-        self._status = WorkerStatus(WorkerState.ONLINE if config.enabled else WorkerState.DISABLED)
+        self._status = WorkerStatus(WorkerState.UNCHECKED if config.enabled else WorkerState.DISABLED)
 
     @property
     def name(self) -> str:

@@ -33,6 +33,7 @@ from distributed.errors import ConfigError, WorkerError
 from distributed.fleet import Fleet, FleetMember, WorkerState
 from distributed.jobs import JobResult
 from distributed.lane import MASTER
+from distributed.prober import Prober
 from distributed.views import JobView, StatusView, ThroughputPoint, WorkerInput, WorkerView, worker_view
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class FleetManager:
         saved = self._file.learned.get(MASTER)
         self.master_cost: CostModel | None = CostModel.from_state(saved) if saved is not None else None
         self.job = JobView(running=False)
+        self.prober = Prober(lambda: self.fleet)
         self.history: deque[ThroughputPoint] = deque(maxlen=HISTORY_LENGTH)
         self._step: dict[str, float] = {}  # busy worker -> sampling progress of its current chunk, 0..1
 
@@ -89,7 +91,8 @@ class FleetManager:
                 config_path=str(self.path),
                 workers=self.workers(),
                 options=self._file.options,
-                master_ipm=round(self.master_cost.ipm(), 2) if self.master_cost else None,
+                master_ipm=round(self.master_cost.ipm(), 4) if self.master_cost else None,
+                master_speed=self.master_cost.describe() if self.master_cost else None,
                 job=self.job,
                 throughput=list(self.history),
             )
@@ -290,6 +293,7 @@ class FleetManager:
             logger.warning("learned speeds not saved: %s", error)
 
     def close(self) -> None:
+        self.prober.stop()
         with self._lock:
             self.fleet.close()
 

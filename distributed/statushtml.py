@@ -9,6 +9,7 @@ from distributed.views import StatusView, ThroughputPoint, WorkerView
 
 STATE_CLASS = {
     "online": "ok",
+    "not checked yet": "off",
     "busy": "busy",
     "offline": "bad",
     "auth refused": "bad",
@@ -50,9 +51,9 @@ def workers_table(status: StatusView) -> str:
         job = ""
     rows = []
     for w in status.workers:
-        speed = f"{w.ipm:.1f} ipm" if w.ipm is not None else "not measured"
-        auth = "" if w.auth is None else f"{w.auth.user} (password {_password_source(w)})"
-        model = w.benchmark.model if w.benchmark and w.benchmark.model else ""
+        speed = w.speed or "not measured"
+        auth = "none" if w.auth is None else f"{w.auth.user} (password {_password_source(w)})"
+        model = w.model or "unknown"
         rows.append(
             f'<tr data-worker="{html.escape(w.name)}">'
             + _cell(w.name)
@@ -65,11 +66,8 @@ def workers_table(status: StatusView) -> str:
             + _cell(w.last_error or "")
             + "</tr>"
         )
-    master = f"{status.master_ipm:.1f} ipm" if status.master_ipm is not None else "learned from its first job"
-    head = "".join(
-        f"<th>{h}</th>"
-        for h in ("Worker", "URL", "State", "Speed (512x512, 20 steps)", "Model", "Auth", "From", "Last error")
-    )
+    master = status.master_speed or "learned from its first job"
+    head = "".join(f"<th>{h}</th>" for h in ("Worker", "URL", "State", "Speed", "Model", "Auth", "From", "Last error"))
     body = "".join(rows) or "<tr><td colspan='8'>No workers yet: add one below.</td></tr>"
     return (
         f"<div id='distributed_status_inner'>{job}<table class='distributed-table'><thead><tr>{head}</tr></thead>"

@@ -28,6 +28,8 @@ class WorkerView(BaseModel):
     reason: str = ""
     last_error: Optional[str] = None
     ipm: Optional[float] = None  # images per minute at 512x512, 20 steps, from the cost model
+    speed: Optional[str] = None  # the same in words, at the size it last rendered
+    model: Optional[str] = None  # its loaded checkpoint, as its last health check said
     calibrated: bool = False
     benchmark: Optional[BenchmarkRecord] = None
     progress: Optional[float] = None  # 0..1 of its current chunk, while busy
@@ -68,6 +70,7 @@ class StatusView(BaseModel):
     workers: list[WorkerView]
     options: FleetOptions
     master_ipm: Optional[float] = None
+    master_speed: Optional[str] = None
     job: Optional[JobView] = None
     throughput: list[ThroughputPoint] = Field(default_factory=list)
 
@@ -113,7 +116,9 @@ def worker_view(member: FleetMember, source: str, progress: float | None = None)
         state=status.state.value,
         reason=status.reason,
         last_error=status.last_error,
-        ipm=round(member.cost.ipm(), 2) if member.cost is not None and member.calibrated else None,
+        ipm=round(member.cost.ipm(), 4) if member.cost is not None and member.calibrated else None,
+        speed=member.cost.describe() if member.cost is not None and member.calibrated else None,
+        model=member.model or (config.benchmark.model if config.benchmark else None),
         calibrated=member.calibrated,
         benchmark=config.benchmark,
         progress=progress,

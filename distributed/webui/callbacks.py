@@ -16,6 +16,7 @@ def on_app_started(demo: Any, app: Any) -> None:
     from distributed.webui.routes import add_routes
 
     add_routes(app, runtime().manager, runtime().flags.api_auth)
+    runtime().manager.prober.start()  # every worker checked in the background: no call while the UI is built
 
 
 def on_ui_tabs() -> list[tuple[Any, str, str]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from typing import Any
 
 from modules import images, scripts, shared
@@ -93,14 +94,16 @@ def warn(text: str) -> None:
     """A gradio warning toast where a UI event is running (silently nothing for API calls)."""
     import gradio as gr
 
-    try:
+    logger.warning("%s", text)
+    with warnings.catch_warnings():  # outside a UI event (API calls) gradio 3.41 and 4.40 fall back to warnings.warn
+        warnings.simplefilter("ignore", UserWarning)
         gr.Warning(text)
-    except Exception:  # outside a gradio event some versions raise; the text is in the log and the comments
-        logger.debug("no UI to warn: %s", text)
 
 
 def _worker_label(job: bridge.WebuiJob) -> Any:
-    def label(index: int = 0, **kwargs: Any) -> str | None:
+    def label(index: int = 0, use_main_prompt: bool = False, **kwargs: Any) -> str | None:
+        if use_main_prompt:
+            return None  # the grid's infotext: made by the whole fleet
         names = job.workers_by_position
         return names[index] if index < len(names) else MASTER
 

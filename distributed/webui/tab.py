@@ -234,12 +234,27 @@ def build_tab(manager: FleetManager, startup_error: str | None = None) -> gr.Blo
         test_button.click(fn=test, inputs=[selected], outputs=[message, table, chart])
         bench_one.click(fn=bench_selected, inputs=[selected, size], outputs=[message, table, chart])
         bench_all.click(fn=bench_everyone, inputs=[selected, size], outputs=[message, table, chart])
-        save_opts.click(
-            fn=save_options,
-            inputs=[connect, probe, chunk_min, factor, no_worker, extra, slack, orchestrator],
-            outputs=[message, table, chart],
-        )
+        option_fields = [connect, probe, chunk_min, factor, no_worker, extra, slack, orchestrator]
+        save_opts.click(fn=save_options, inputs=option_fields, outputs=[message, table, chart])
+        tab.load(fn=lambda: _option_values(manager), inputs=[], outputs=option_fields)  # the saved values
+    for block in tab.blocks.values():
+        block.do_not_save_to_config = True  # A1111's ui-config.json would pin first-start values over the saved ones
     return tab
+
+
+def _option_values(manager: FleetManager) -> tuple[Any, ...]:
+    options = manager.fleet.config.options
+    t = options.timeouts
+    return (
+        t.connect_s,
+        t.probe_s,
+        t.chunk_min_s,
+        t.chunk_factor,
+        t.no_worker_s,
+        options.extra_images,
+        options.extra_slack,
+        options.orchestrator_only,
+    )
 
 
 def _escape(text: str) -> str:
