@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
+from distributed.admission import Admission
 from distributed.client import GenerationResponse
 from distributed.config import Timeouts
 from distributed.costmodel import CostModel, prior
@@ -35,11 +36,8 @@ from distributed.errors import (
 from distributed.fleet import Fleet, FleetMember, WorkerState
 from distributed.jobs import ImageResult, JobResult, JobSpec, WorkerStats, check_response
 from distributed.jobstate import (
-    ADMIT_GRACE_S,
     INTERRUPT_GRACE_S,
-    LANE_GRACE_FACTOR,
     MAX_BAD_WORKERS,
-    MISSED_PROGRESS_LIMIT,
     PROGRESS_TICK_S,
     Admit,
     EventSink,
@@ -48,6 +46,7 @@ from distributed.jobstate import (
     ProgressEvent,
 )
 from distributed.lane import LocalLane
+from distributed.lanejob import LaneMember
 from distributed.scheduler import Chunk, Plan, Slot, member_slot, plan
 
 logger = logging.getLogger(__name__)
@@ -55,7 +54,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["Job", "ProgressEvent"]
 
 
-class Job:
+class Job(Admission, LaneMember):
     def __init__(
         self,
         fleet: Fleet,
@@ -172,7 +171,7 @@ class Job:
                 self._raise_if_hopeless(now - idle_since)
             else:
                 idle_since = None
-            self._expire_lane(pool, now)
+            self._expire_lane(now)
             if now >= next_tick:
                 self._tick_progress(pool)
                 next_tick = now + PROGRESS_TICK_S
@@ -226,22 +225,6 @@ class Job:
             one_prompt_per_request=not self.spec.uniform,
         )
 
-    def _lane_slot(self, lane: LocalLane, now: float) -> Slot:
-        current = lane.current
-        available = 0.0
-        if current is not None:
-            chunk, since = current
-            available = since + lane.cost.predict(chunk.count, self.spec.workload) - now
-        per_image = lane.cost.per_image(self.spec.workload)
-        return member_slot(lane.name, lane.cost.overhead_s, per_image, available, max_batch=lane.max_batch)
-
-    def _lane_eligible(self, remote: list[FleetMember]) -> bool:
-        """The master renders unless it only orchestrates; then only once no worker can (nor may soon) take work."""
-        lane = self.lane
-        if lane is None or lane.finished:
-            return False
-        return not lane.reserve or (not remote and not self._admitting(usable_only=False))
-
     def _dispatch(self, pool: ThreadPoolExecutor, now: float) -> None:
         if not self._pending and not self._extras:
             return
@@ -293,34 +276,6 @@ class Job:
         member.set_state(WorkerState.BUSY, "rendering")
         self._stats[member.name].chunks += 1
         self._emit(member.name, "started", detail=f"images {chunk.start}-{chunk.end}")
-
-    # -- the master's lane ---------------------------------------------------------------------------------------
-    def _take_lane_reports(self) -> None:
-        if self.lane is None:
-            return
-        for report in self.lane.reports():
-            chunk = report.chunk
-            self._local_done.update(chunk.indices)
-            self.lane.cost.observe(chunk.count, self.spec.workload, report.seconds)
-            stats = self._stats[self.lane.name]
-            stats.images += chunk.count
-            stats.chunks += 1
-            stats.busy_s += report.seconds
-            end = time.monotonic() - self._started
-            stats.spans.append((end - report.seconds, end, chunk.count))
-            self._emit(self.lane.name, "done", worker_done=stats.images)
-
-    def _expire_lane(self, pool: ThreadPoolExecutor, now: float) -> None:
-        """The master's loop stopped reporting (its generation broke off): end the job rather than wait forever."""
-        lane = self.lane
-        current = lane.current if lane is not None else None
-        if lane is None or current is None:
-            return
-        chunk, since = current
-        predicted = lane.cost.predict(chunk.count, self.spec.workload)
-        if now > since + self.timeouts.chunk_min_s + LANE_GRACE_FACTOR * predicted:
-            logger.error("the master's own chunk %d-%d never finished; ending the job", chunk.start, chunk.end)
-            self._interrupted = True
 
     # -- results -------------------------------------------------------------------------------------------------
     def _on_chunk_done(self, future: Future[GenerationResponse]) -> None:
@@ -380,118 +335,6 @@ class Job:
             if now >= flight.deadline:
                 del self._inflight[future]
                 self._chunk_failed(flight, WorkerTimeout(flight.member.name, "the chunk passed its deadline"))
-
-    # -- admission, progress, probes -----------------------------------------------------------------------------
-    def _admission(self, member: FleetMember) -> tuple[dict[str, Any], dict[str, Any]]:
-        """One worker's preparation for this job (checkpoint, scripts: the webui's preflight) and its progress."""
-        request = self.admit(member) if self.admit is not None else {}
-        return request, member.client.progress()
-
-    def _start_admission(self, pool: ThreadPoolExecutor) -> None:
-        """Ask every enabled worker at once; nothing waits on one that does not answer.
-
-        The first plan waits up to ADMIT_GRACE_S for workers that were online; later answers join the running job.
-        Workers that failed in an earlier job are asked too: this is where they are re-admitted between jobs.
-        """
-        self._admit_until = time.monotonic() + ADMIT_GRACE_S
-        for member in self.members:
-            if member.state != WorkerState.DISABLED:
-                self._ask_admission(pool, member)
-
-    def _ask_admission(self, pool: ThreadPoolExecutor, member: FleetMember) -> None:
-        self._local[member.name].asking = True
-        self._side[pool.submit(self._admission, member)] = ("admit", member)
-
-    def _admitting(self, usable_only: bool = True) -> bool:
-        return any(self._local[m.name].asking for m in self.members if m.state.usable or not usable_only)
-
-    def _on_admitted(self, member: FleetMember, future: Future[Any]) -> None:
-        local = self._local[member.name]
-        local.asking = False
-        error = future.exception()
-        if isinstance(error, WorkerModelMissing):
-            local.excluded = str(error)
-            member.record_error(error)
-            self._failures.append(str(error))
-            return
-        if error is not None:
-            if isinstance(error, WorkerError):
-                member.record_error(error)
-            else:
-                member.set_state(WorkerState.OFFLINE, "admission failed", str(error))
-            if not local.failed_admission:  # said once per job, not at every probe
-                local.failed_admission = True
-                self._failures.append(f"{member.name}: {error}" if member.name not in str(error) else str(error))
-            self._probe_later_if_offline(member)
-            return
-        request, progress = future.result()
-        if request:
-            self.spec.per_worker[member.name] = request
-        state = progress.get("state") or {}
-        if isinstance(state, dict) and state.get("job_count"):
-            eta = progress.get("eta_relative")
-            self._busy_elsewhere[member.name] = time.monotonic() + (
-                float(eta) if isinstance(eta, (int, float)) else 5.0
-            )
-        was_usable = member.state.usable
-        local.admitted = True
-        member.set_state(WorkerState.ONLINE, "" if was_usable else "answered the health probe")
-        if not was_usable:
-            self._emit(member.name, "state", detail="back online")
-
-    def _tick_progress(self, pool: ThreadPoolExecutor) -> None:
-        asked = {m.name for kind, m in self._side.values() if kind == "progress"}
-        for flight in self._inflight.values():
-            if flight.member.name not in asked:
-                self._side[pool.submit(flight.member.client.progress)] = ("progress", flight.member)
-                asked.add(flight.member.name)
-
-    def _probe_later_if_offline(self, member: FleetMember) -> None:
-        """An offline worker is asked again after its backoff (auth or model problems do not fix themselves)."""
-        if member.state == WorkerState.OFFLINE:
-            self._local[member.name].next_probe_at = time.monotonic() + member.probe_delay()
-
-    def _submit_due_probes(self, pool: ThreadPoolExecutor, now: float) -> None:
-        for member in self.members:
-            local = self._local[member.name]
-            if local.next_probe_at is not None and now >= local.next_probe_at and not local.asking:
-                local.next_probe_at = None
-                self._ask_admission(pool, member)
-
-    def _on_side_done(self, future: Future[Any]) -> None:
-        kind, member = self._side.pop(future)
-        if kind == "admit":
-            self._on_admitted(member, future)
-            return
-        if kind != "progress":
-            return
-        error = future.exception()
-        flights = [f for f in self._inflight.values() if f.member is member]
-        if error is not None:
-            for flight in flights:
-                flight.missed_progress += 1
-                if flight.missed_progress >= MISSED_PROGRESS_LIMIT:
-                    self._abandon(flight, WorkerTimeout(member.name, f"stopped answering ({error})"))
-            return
-        progress = future.result()
-        state = progress.get("state") or {}
-        for flight in flights:
-            flight.missed_progress = 0
-        if flights and isinstance(state, dict):
-            self._emit(
-                member.name,
-                "progress",
-                worker_done=self._stats[member.name].images,
-                step=int(state.get("sampling_step") or 0),
-                steps=int(state.get("sampling_steps") or 0),
-                eta_s=max(0.0, flights[0].predicted_end - time.monotonic()),
-            )
-
-    def _abandon(self, flight: InFlight, error: WorkerError) -> None:
-        for future, candidate in list(self._inflight.items()):
-            if candidate is flight:
-                del self._inflight[future]
-                self._chunk_failed(flight, error)
 
     def _raise_if_hopeless(self, waited: float) -> None:
         if self._candidates() or self._lane_eligible([]) or self._admitting(usable_only=False):

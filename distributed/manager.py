@@ -117,8 +117,13 @@ class FleetManager:
             previous = old.members.get(name)
             if previous is not None and previous.config == member.config:
                 fleet.members[name] = previous  # unchanged: keep its client, state and speed
-            elif previous is not None and previous.cost is not None:
-                member.cost, member.calibrated = previous.cost, previous.calibrated
+            elif previous is not None:
+                if previous.cost is not None:
+                    member.cost, member.calibrated = previous.cost, previous.calibrated
+                same_place = previous.config.url == member.config.url and previous.state != WorkerState.DISABLED
+                if member.config.enabled and same_place:  # what the last check said still holds
+                    member.model = previous.model
+                    member.set_state(previous.state, previous.status.reason)
         self.fleet = fleet
         for name, member in old.members.items():
             if fleet.members.get(name) is not member:
@@ -231,6 +236,9 @@ class FleetManager:
         members = [self.member(n) for n in names] if names else [m for m in self.fleet if m.config.enabled]
         for outcome in benchmark_each(members, workload, budget_s):
             if outcome.record is not None:
+                member = self.fleet.members.get(outcome.worker)
+                if member is not None and member.state != WorkerState.DISABLED:
+                    member.set_state(WorkerState.ONLINE, "answered the benchmark")
                 self._keep_benchmark(outcome)
             yield outcome
 

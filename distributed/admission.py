@@ -1,0 +1,150 @@
+"""How a job admits its workers and follows their progress: each one's preparation (the webui's preflight) and
+availability, asked at once at the start and again, with backoff, for a worker that failed; nothing waits on a
+worker that does not answer; a busy worker that stops answering its progress calls loses its chunk.
+
+A mixin of the dispatcher's Job: it reads and writes the job's own state, in the job's one loop thread.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from distributed.client import GenerationResponse
+from distributed.errors import WorkerError, WorkerModelMissing, WorkerTimeout
+from distributed.fleet import FleetMember, WorkerState
+from distributed.jobs import JobSpec, WorkerStats
+from distributed.jobstate import ADMIT_GRACE_S, MISSED_PROGRESS_LIMIT, Admit, InFlight, MemberJobState
+
+
+class Admission:
+    members: list[FleetMember]
+    spec: JobSpec
+    admit: Admit | None
+    _local: dict[str, MemberJobState]
+    _side: dict[Future[Any], tuple[str, FleetMember]]
+    _failures: list[str]
+    _busy_elsewhere: dict[str, float]
+    _admit_until: float
+
+    _inflight: dict[Future[GenerationResponse], InFlight]
+    _stats: dict[str, WorkerStats]
+
+    def _emit(self, worker: str, kind: str, **fields: Any) -> None:
+        raise NotImplementedError
+
+    def _chunk_failed(self, flight: InFlight, error: WorkerError) -> None:
+        raise NotImplementedError
+
+    def _admission(self, member: FleetMember) -> tuple[dict[str, Any], dict[str, Any]]:
+        """One worker's preparation for this job (checkpoint, scripts: the webui's preflight) and its progress."""
+        request = self.admit(member) if self.admit is not None else {}
+        return request, member.client.progress()
+
+    def _start_admission(self, pool: ThreadPoolExecutor) -> None:
+        """Ask every enabled worker at once; nothing waits on one that does not answer.
+
+        The first plan waits up to ADMIT_GRACE_S for workers that were online; later answers join the running job.
+        Workers that failed in an earlier job are asked too: this is where they are re-admitted between jobs.
+        """
+        self._admit_until = time.monotonic() + ADMIT_GRACE_S
+        for member in self.members:
+            if member.state != WorkerState.DISABLED:
+                self._ask_admission(pool, member)
+
+    def _ask_admission(self, pool: ThreadPoolExecutor, member: FleetMember) -> None:
+        self._local[member.name].asking = True
+        self._side[pool.submit(self._admission, member)] = ("admit", member)
+
+    def _admitting(self, usable_only: bool = True) -> bool:
+        return any(self._local[m.name].asking for m in self.members if m.state.usable or not usable_only)
+
+    def _on_admitted(self, member: FleetMember, future: Future[Any]) -> None:
+        local = self._local[member.name]
+        local.asking = False
+        error = future.exception()
+        if isinstance(error, WorkerModelMissing):
+            local.excluded = str(error)
+            member.record_error(error)
+            self._failures.append(str(error))
+            return
+        if error is not None:
+            if isinstance(error, WorkerError):
+                member.record_error(error)
+            else:
+                member.set_state(WorkerState.OFFLINE, "admission failed", str(error))
+            if not local.failed_admission:  # said once per job, not at every probe
+                local.failed_admission = True
+                self._failures.append(f"{member.name}: {error}" if member.name not in str(error) else str(error))
+            self._probe_later_if_offline(member)
+            return
+        request, progress = future.result()
+        if request:
+            self.spec.per_worker[member.name] = request
+        state = progress.get("state") or {}
+        if isinstance(state, dict) and state.get("job_count"):
+            eta = progress.get("eta_relative")
+            self._busy_elsewhere[member.name] = time.monotonic() + (
+                float(eta) if isinstance(eta, (int, float)) else 5.0
+            )
+        was_usable = member.state.usable
+        local.admitted = True
+        member.set_state(WorkerState.ONLINE, "" if was_usable else "answered the health probe")
+        if not was_usable:
+            self._emit(member.name, "state", detail="back online")
+
+    def _probe_later_if_offline(self, member: FleetMember) -> None:
+        """An offline worker is asked again after its backoff (auth or model problems do not fix themselves)."""
+        if member.state == WorkerState.OFFLINE:
+            self._local[member.name].next_probe_at = time.monotonic() + member.probe_delay()
+
+    def _submit_due_probes(self, pool: ThreadPoolExecutor, now: float) -> None:
+        for member in self.members:
+            local = self._local[member.name]
+            if local.next_probe_at is not None and now >= local.next_probe_at and not local.asking:
+                local.next_probe_at = None
+                self._ask_admission(pool, member)
+
+    # -- progress of chunks in flight ---------------------------------------------------------------------------
+    def _tick_progress(self, pool: ThreadPoolExecutor) -> None:
+        asked = {m.name for kind, m in self._side.values() if kind == "progress"}
+        for flight in self._inflight.values():
+            if flight.member.name not in asked:
+                self._side[pool.submit(flight.member.client.progress)] = ("progress", flight.member)
+                asked.add(flight.member.name)
+
+    def _on_side_done(self, future: Future[Any]) -> None:
+        kind, member = self._side.pop(future)
+        if kind == "admit":
+            self._on_admitted(member, future)
+            return
+        if kind != "progress":
+            return
+        error = future.exception()
+        flights = [f for f in self._inflight.values() if f.member is member]
+        if error is not None:
+            for flight in flights:
+                flight.missed_progress += 1
+                if flight.missed_progress >= MISSED_PROGRESS_LIMIT:
+                    self._abandon(flight, WorkerTimeout(member.name, f"stopped answering ({error})"))
+            return
+        progress = future.result()
+        state = progress.get("state") or {}
+        for flight in flights:
+            flight.missed_progress = 0
+        if flights and isinstance(state, dict):
+            self._emit(
+                member.name,
+                "progress",
+                worker_done=self._stats[member.name].images,
+                step=int(state.get("sampling_step") or 0),
+                steps=int(state.get("sampling_steps") or 0),
+                eta_s=max(0.0, flights[0].predicted_end - time.monotonic()),
+            )
+
+    def _abandon(self, flight: InFlight, error: WorkerError) -> None:
+        for future, candidate in list(self._inflight.items()):
+            if candidate is flight:
+                del self._inflight[future]
+                self._chunk_failed(flight, error)
