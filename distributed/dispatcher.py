@@ -251,7 +251,12 @@ class Job(Admission, LaneMember):
             if pieces:
                 self._pending.difference_update(pieces[0].indices)
                 lane.offer(pieces[0])
-                self._emit(lane.name, "started", detail=f"images {pieces[0].start}-{pieces[0].end}")
+                self._emit(
+                    lane.name,
+                    "started",
+                    worker_done=self._stats[lane.name].images,
+                    detail=f"images {pieces[0].start}-{pieces[0].end}",
+                )
         for member in idle:
             real = result.for_worker(member.name) if result else []
             if real:
@@ -275,7 +280,8 @@ class Job(Admission, LaneMember):
             self._pending.difference_update(chunk.indices)
         member.set_state(WorkerState.BUSY, "rendering")
         self._stats[member.name].chunks += 1
-        self._emit(member.name, "started", detail=f"images {chunk.start}-{chunk.end}")
+        stats = self._stats[member.name]
+        self._emit(member.name, "started", worker_done=stats.images, detail=f"images {chunk.start}-{chunk.end}")
 
     # -- results -------------------------------------------------------------------------------------------------
     def _on_chunk_done(self, future: Future[GenerationResponse]) -> None:

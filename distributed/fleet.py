@@ -91,8 +91,8 @@ class FleetMember:
                 self._status.failures = failures
                 return
             self._status = WorkerStatus(state, reason, time.time(), error or previous.last_error, failures)
-        if state.usable:
-            logger.info("worker %s: %s", self.name, state.value)
+        if state.usable:  # busy and online alternate with every chunk: only a return is news
+            (logger.debug if previous.state.usable else logger.info)("worker %s: %s", self.name, state.value)
         else:
             logger.warning("worker %s: %s (%s)", self.name, state.value, reason)
 

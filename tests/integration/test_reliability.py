@@ -122,7 +122,7 @@ def test_a_restarted_worker_is_readmitted_by_the_probe(slow: LocalWorker) -> Non
     assert [image.seed for image in result.requested] == list(range(900, 924))
     assert "phoenix:state" in events  # back online through the health probe, without anyone asking
     failed_at = events.index("phoenix:failed")
-    assert "phoenix:done" in events[failed_at:], "no chunk finished on the restarted worker"
+    assert "phoenix:done" in events[failed_at:], f"no chunk finished on the restarted worker: {events}"
 
 
 def test_tls_verification(tmp_path: Path) -> None:
