@@ -82,7 +82,8 @@ def test_add_test_disable_remove_in_the_browser(
     assert "desk: " in field(page, "distributed_message").input_value()
     assert "images/min" in field(page, "distributed_message").input_value()
     page.wait_for_function(
-        """() => document.querySelector('#distributed_status tr[data-worker="desk"]')?.innerText.includes('images/min')""",
+        """() => document.querySelector('#distributed_status tr[data-worker="desk"]')
+                 ?.innerText.includes('images/min')""",
         timeout=WAIT_MS,
     )
     assert json.loads(Path(manager.path).read_text())["workers"][0]["benchmark"]["ipm"] > 0

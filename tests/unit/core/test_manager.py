@@ -72,3 +72,32 @@ def test_a_busy_worker_shows_its_chunks_progress(tmp_path: Path) -> None:
     assert view.state == "busy" and view.progress == 0.25
     assert "busy 25%" in workers_table(manager.status())
     assert manager.status().job is not None and manager.status().job.done == 3
+
+
+def test_learned_speeds_of_the_master_and_flag_workers_survive_a_restart(tmp_path: Path) -> None:
+    from distributed.costmodel import CostModel, Workload
+    from distributed.jobs import JobResult, WorkerStats
+
+    workload = Workload(64, 64, 4)
+    path = tmp_path / "workers.json"
+    flags = parse_remotes("desk:127.0.0.1:7860")
+    manager = FleetManager(path, flags)
+    desk = manager.fleet.members["desk"]
+    desk.cost, desk.calibrated = CostModel(0.1, 2.5 / workload.units), True
+    master = CostModel(0.2, 1.0)
+    master.observe(4, workload, 0.4)
+    result = JobResult(
+        [], 1.0, {"desk": WorkerStats(images=2, busy_s=5.0), "master": WorkerStats(images=4, busy_s=0.4)}, []
+    )
+    manager.job_finished(result, workload, master)
+    manager.close()
+
+    restarted = FleetManager(path, flags)
+    assert restarted.master_cost is not None
+    assert restarted.master_cost.per_image(workload) == pytest.approx(master.per_image(workload), rel=1e-3)
+    assert restarted.master_cost.measured_at == "64x64, 4 steps"
+    cost = restarted.fleet.members["desk"].cost
+    assert cost is not None and cost.per_image(workload) == pytest.approx(2.5, rel=1e-3)
+    assert restarted.source("desk") == "--distributed-remotes"  # remembered, not turned into a file worker
+    assert "images/min at 64x64, 4 steps" in restarted.status().master_speed
+    restarted.close()
