@@ -31,8 +31,9 @@ class BenchmarkOutcome:
     error: str | None = None
 
 
-def _payload(workload: Workload, images: int, model: str | None) -> dict[str, Any]:
+def _payload(workload: Workload, images: int, model: str | None, request: dict[str, Any]) -> dict[str, Any]:
     payload: dict[str, Any] = {
+        **request,
         "prompt": PROMPT,
         "width": workload.width,
         "height": workload.height,
@@ -48,30 +49,41 @@ def _payload(workload: Workload, images: int, model: str | None) -> dict[str, An
     return payload
 
 
-def _timed(member: FleetMember, workload: Workload, images: int, model: str | None, read_s: float) -> float:
+def _timed(
+    member: FleetMember, workload: Workload, images: int, model: str | None, read_s: float, request: dict[str, Any]
+) -> float:
     started = time.monotonic()
-    member.client.generate("txt2img", _payload(workload, images, model), read_s)
+    member.client.generate("txt2img", _payload(workload, images, model, request), read_s)
     return time.monotonic() - started
 
 
 def benchmark_member(
-    member: FleetMember, workload: Workload, budget_s: float = 10.0, model: str | None = None
+    member: FleetMember,
+    workload: Workload,
+    budget_s: float = 10.0,
+    model: str | None = None,
+    request: dict[str, Any] | None = None,  # merged into every request (the master's own: "do not distribute")
 ) -> BenchmarkOutcome:
     started = time.monotonic()
+    request = request or {}
     read_s = max(60.0, budget_s * 6)
     try:
-        warm = _timed(member, workload, 1, model, read_s)  # loads the model, fills caches: not used for the fit
+        warm = _timed(
+            member, workload, 1, model, read_s, request
+        )  # loads the model, fills caches: not used for the fit
         # about a tenth of the budget per timed image: 1 + 2 + 4 images is 70% of it
         scale = min(1.0, (budget_s / 10) / max(warm, 1e-3))
         steps = max(1, min(workload.steps, round(workload.steps * scale)))
         timed = Workload(workload.width, workload.height, steps)
         observations = [
-            Observation(images * timed.units, _timed(member, timed, images, model, read_s)) for images in TIMED_BATCHES
+            Observation(images * timed.units, _timed(member, timed, images, model, read_s, request))
+            for images in TIMED_BATCHES
         ]
     except WorkerError as error:
         member.record_error(error)
         return BenchmarkOutcome(member.name, None, None, str(error))
     cost = CostModel.fit(observations)
+    cost.measured_at = workload.label
     member.cost = cost
     member.calibrated = True
     record = BenchmarkRecord(

@@ -13,11 +13,13 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
 from distributed import __version__
-from distributed.benchmark import BenchmarkOutcome, benchmark_each
+from distributed.benchmark import BenchmarkOutcome, benchmark_each, benchmark_member
+from distributed.client import WorkerClient
 from distributed.compat import copy_with, dump, error_locations, validate
 from distributed.config import (
     FleetConfig,
@@ -33,6 +35,7 @@ from distributed.errors import ConfigError, WorkerError
 from distributed.fleet import Fleet, FleetMember, WorkerState
 from distributed.jobs import JobResult
 from distributed.lane import MASTER
+from distributed.payload import OWN_API_REQUEST
 from distributed.prober import Prober
 from distributed.views import JobView, StatusView, ThroughputPoint, WorkerInput, WorkerView, worker_view
 
@@ -241,6 +244,31 @@ class FleetManager:
                     member.set_state(WorkerState.ONLINE, "answered the benchmark")
                 self._keep_benchmark(outcome)
             yield outcome
+
+    def benchmark_master(
+        self,
+        url: str,
+        api_auth: tuple[str, str] | None,
+        workload: Workload,
+        budget_s: float = 10.0,
+        request: dict[str, Any] | None = None,  # what each request carries; by default: "do not distribute this"
+    ) -> BenchmarkOutcome:
+        """This machine through its own API, from outside any generation: the request waits for the webui's queue
+        like any API call, so it never takes the queue lock from inside a job. The fit becomes the master's speed."""
+        auth = {"user": api_auth[0], "password": api_auth[1]} if api_auth else None
+        config = validate(WorkerConfig, {"name": "this-machine", "url": url, "auth": auth, "verify_tls": False})
+        member = FleetMember(config, WorkerClient(config, self.fleet.config.options.timeouts), None)
+        try:
+            outcome = benchmark_member(
+                member, workload, budget_s, request=OWN_API_REQUEST if request is None else request
+            )
+        finally:
+            member.client.close()
+        if outcome.cost is not None:
+            with self._lock:
+                self.master_cost = outcome.cost
+                self._save_learned()
+        return BenchmarkOutcome(MASTER, outcome.cost, outcome.record, outcome.error)
 
     def _keep_benchmark(self, outcome: BenchmarkOutcome) -> None:
         with self._lock:

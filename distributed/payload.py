@@ -74,6 +74,7 @@ IMG2IMG_FIELDS = (
 )
 IMAGE_FIELDS = ("init_images", "mask")  # img2img only; the adapter hands them over already as base64 PNG
 OWN_SCRIPT = "distributed"  # this extension's always-on script, by its lower-cased title
+OWN_API_REQUEST = {"alwayson_scripts": {OWN_SCRIPT: {"args": [False]}}}  # a request this webui renders itself
 LORA_TAG = re.compile(r"<(?:lora|lyco):([^:>]+)(?::[^>]*)?>", re.IGNORECASE)
 JSON_SCALARS = (str, int, float, bool, type(None))
 

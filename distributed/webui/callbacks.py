@@ -20,10 +20,13 @@ def on_app_started(demo: Any, app: Any) -> None:
 
 
 def on_ui_tabs() -> list[tuple[Any, str, str]]:
+    from modules import shared
+
+    from distributed.webui.runtime import own_api
     from distributed.webui.tab import build_tab
 
     state = runtime()
-    return [(build_tab(state.manager, state.error), "Distributed", "distributed_tab")]
+    return [(build_tab(state.manager, state.error, own_api(shared.cmd_opts)), "Distributed", "distributed_tab")]
 
 
 def on_script_unloaded() -> None:

@@ -12,12 +12,34 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distributed.config import FleetConfig, parse_remotes
+from distributed.config import FleetConfig, parse_api_auth, parse_remotes
 from distributed.errors import ConfigError
 from distributed.manager import FleetManager
 
 logger = logging.getLogger("distributed")
 EXTENSION_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class OwnApi:
+    """This webui's own API, for benchmarking the master from the tab (None and why when it has none)."""
+
+    url: str | None
+    auth: tuple[str, str] | None = None
+    missing: str | None = None
+
+
+def own_api(cmd_opts: Any) -> OwnApi:
+    if not (getattr(cmd_opts, "api", False) or getattr(cmd_opts, "nowebui", False)):
+        return OwnApi(None, missing="this webui was started without --api, so the tab cannot ask it to render")
+    port = getattr(cmd_opts, "port", None) or (7861 if getattr(cmd_opts, "nowebui", False) else 7860)
+    scheme = "https" if getattr(cmd_opts, "tls_keyfile", None) else "http"
+    try:
+        pairs = parse_api_auth(getattr(cmd_opts, "api_auth", None) or "")
+    except ValueError as error:
+        return OwnApi(None, missing=str(error))
+    auth = next(iter(pairs.items()), None)
+    return OwnApi(f"{scheme}://127.0.0.1:{port}", auth)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from distributed.errors import ConfigError
 from distributed.manager import FleetManager
 from distributed.statushtml import throughput_chart, workers_table
 from distributed.views import WorkerInput
+from distributed.webui.runtime import OwnApi
 
 NEW = "(new worker)"
 VERIFY = {"default (global setting)": None, "verify certificate": True, "skip verification": False}
@@ -63,7 +64,7 @@ def _input(values: list[Any]) -> WorkerInput:
     )
 
 
-def build_tab(manager: FleetManager, startup_error: str | None = None) -> gr.Blocks:
+def build_tab(manager: FleetManager, startup_error: str | None = None, own: OwnApi | None = None) -> gr.Blocks:
     def render() -> tuple[str, str]:
         status = manager.status()
         return workers_table(status), throughput_chart(status.throughput)
@@ -129,6 +130,19 @@ def build_tab(manager: FleetManager, startup_error: str | None = None) -> gr.Blo
             lines.append(str(error))
         lines.append("Done.")
         yield ("\n".join(lines), *render())
+
+    def bench_master(size: str) -> Iterator[tuple[str, str, str]]:
+        workload = BENCH_SIZES.get(size, REFERENCE)
+        if own is None or own.url is None:
+            yield (f"Cannot benchmark this machine: {own.missing if own else 'no API'}.", *render())
+            return
+        yield (
+            f"Benchmarking this machine at {workload.label} through {own.url} (waits for a running job)...",
+            *render(),
+        )
+        outcome = manager.benchmark_master(own.url, own.auth, workload)
+        text = f"this machine: {outcome.cost.describe()}" if outcome.cost else f"this machine: failed: {outcome.error}"
+        yield (f"{text}\nDone.", *render())
 
     def bench_selected(selected: str, size: str) -> Iterator[tuple[str, str, str]]:
         yield from benchmark(selected, size, False)
@@ -207,6 +221,7 @@ def build_tab(manager: FleetManager, startup_error: str | None = None) -> gr.Blo
                     )
                     bench_one = gr.Button("Benchmark worker", elem_id="distributed_bench_one")
                     bench_all = gr.Button("Benchmark all", elem_id="distributed_bench_all")
+                    bench_self = gr.Button("Benchmark this machine", elem_id="distributed_bench_master")
                 message = gr.Textbox(label="Result", lines=3, interactive=False, elem_id="distributed_message")
             with gr.Column(scale=2):
                 chart = gr.HTML(chart_html, elem_id="distributed_chart")
@@ -234,6 +249,7 @@ def build_tab(manager: FleetManager, startup_error: str | None = None) -> gr.Blo
         test_button.click(fn=test, inputs=[selected], outputs=[message, table, chart])
         bench_one.click(fn=bench_selected, inputs=[selected, size], outputs=[message, table, chart])
         bench_all.click(fn=bench_everyone, inputs=[selected, size], outputs=[message, table, chart])
+        bench_self.click(fn=bench_master, inputs=[size], outputs=[message, table, chart])
         option_fields = [connect, probe, chunk_min, factor, no_worker, extra, slack, orchestrator]
         save_opts.click(fn=save_options, inputs=option_fields, outputs=[message, table, chart])
         tab.load(fn=lambda: _option_values(manager), inputs=[], outputs=option_fields)  # the saved values

@@ -207,3 +207,26 @@ def test_settings_changed_after_start_apply_to_the_next_job(
     assert_complete(processed, 60, 4)
     assert processing.samples_drawn == []  # orchestrator-only, set after start, applied to an API-default job
     assert set(worker_names(processed)) == {"fast"}
+
+
+def test_the_master_is_benchmarked_through_its_own_api(webui: Any, fleet_workers: dict[str, LocalWorker]) -> None:
+    """The tab's "Benchmark this machine": a request to the webui's own API (here a worker standing in for it, at
+    240 images/min), outside any generation; the fit becomes the master's speed and is saved."""
+    from distributed.webui.runtime import own_api, runtime
+
+    write_fleet(webui, {}, master=None)
+    manager = runtime().manager
+    outcome = manager.benchmark_master(fleet_workers["fast"].url, None, WORKLOAD, budget_s=2.0, request={})
+    assert outcome.error is None and outcome.cost is not None
+    assert 0.15 < outcome.cost.per_image(WORKLOAD) < 0.5  # 0.25 s emulated
+    saved = json.loads(Path(webui.cmd_opts.distributed_config).read_text(encoding="utf-8"))
+    assert saved["learned"]["master"]["measured_at"] == "64x64, 4 steps"
+    assert manager.master_cost is outcome.cost
+
+    webui.cmd_opts.api, webui.cmd_opts.port = False, None
+    assert own_api(webui.cmd_opts).url is None and "--api" in (own_api(webui.cmd_opts).missing or "")
+    webui.cmd_opts.api, webui.cmd_opts.port, webui.cmd_opts.api_auth = True, 7870, "u:p"
+    try:
+        assert own_api(webui.cmd_opts).url == "http://127.0.0.1:7870" and own_api(webui.cmd_opts).auth == ("u", "p")
+    finally:
+        webui.cmd_opts.api, webui.cmd_opts.port, webui.cmd_opts.api_auth = False, None, None

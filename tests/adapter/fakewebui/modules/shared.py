@@ -4,6 +4,10 @@ from types import SimpleNamespace
 from modules.shared_state import State
 
 cmd_opts = argparse.Namespace(
+    api=False,
+    nowebui=False,
+    port=None,
+    tls_keyfile=None,
     api_auth=None,
     distributed_remotes=None,
     distributed_skip_verify_remotes=False,
