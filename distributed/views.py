@@ -81,7 +81,7 @@ class VersionView(BaseModel):
 
 
 class BenchmarkRequest(BaseModel):
-    workers: list[str] = Field(default_factory=list)  # empty: every enabled worker
+    workers: list[str] = Field(default_factory=list)  # empty: every enabled worker; "master": this machine
     width: int = Field(512, ge=64, le=4096)  # the workload timed; speeds are quoted at 512x512, 20 steps
     height: int = Field(512, ge=64, le=4096)
     steps: int = Field(20, ge=1, le=150)

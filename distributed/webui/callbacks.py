@@ -13,9 +13,12 @@ logger = logging.getLogger("distributed")
 
 
 def on_app_started(demo: Any, app: Any) -> None:
-    from distributed.webui.routes import add_routes
+    from modules import shared
 
-    add_routes(app, runtime().manager, runtime().flags.api_auth)
+    from distributed.webui.routes import add_routes
+    from distributed.webui.runtime import own_api
+
+    add_routes(app, runtime().manager, runtime().flags.api_auth, own_api(shared.cmd_opts))
     runtime().manager.prober.start()  # every worker checked in the background: no call while the UI is built
 
 

@@ -17,6 +17,7 @@ from distributed import __version__
 from distributed.config import FleetOptions, parse_api_auth
 from distributed.costmodel import Workload
 from distributed.errors import ConfigError
+from distributed.lane import MASTER
 from distributed.manager import FleetManager
 from distributed.views import (
     BenchmarkRequest,
@@ -27,6 +28,7 @@ from distributed.views import (
     WorkerInput,
     WorkerView,
 )
+from distributed.webui.runtime import OwnApi
 
 PREFIX = "/distributed/v1"
 BENCHMARK_BUDGET_S = 10.0
@@ -53,7 +55,7 @@ def _bad_request(error: ConfigError) -> HTTPException:
     return HTTPException(status_code=status, detail=str(error))
 
 
-def build_router(manager: FleetManager, api_auth: str | None) -> APIRouter:
+def build_router(manager: FleetManager, api_auth: str | None, own: OwnApi | None = None) -> APIRouter:
     check = basic_auth(api_auth)
     router = APIRouter(prefix=PREFIX, tags=["distributed"], dependencies=[Depends(check)] if check else [])
 
@@ -102,7 +104,16 @@ def build_router(manager: FleetManager, api_auth: str | None) -> APIRouter:
     def benchmark(request: BenchmarkRequest) -> Any:
         try:
             workload = Workload(request.width, request.height, request.steps)
-            outcomes = list(manager.benchmark(request.workers, workload, BENCHMARK_BUDGET_S))
+            names = [name for name in request.workers if name != MASTER]
+            outcomes = (
+                list(manager.benchmark(names, workload, BENCHMARK_BUDGET_S)) if names or not request.workers else []
+            )
+            if MASTER in request.workers:  # this machine, through its own API, from outside any generation
+                if own is None or own.url is None:
+                    raise HTTPException(
+                        status_code=409, detail=f"cannot benchmark {MASTER}: {own.missing if own else 'no API'}"
+                    )
+                outcomes.append(manager.benchmark_master(own.url, own.auth, workload, BENCHMARK_BUDGET_S))
         except ConfigError as error:
             raise _bad_request(error) from None
         return [
@@ -113,5 +124,5 @@ def build_router(manager: FleetManager, api_auth: str | None) -> APIRouter:
     return router
 
 
-def add_routes(app: FastAPI, manager: FleetManager, api_auth: str | None) -> None:
-    app.include_router(build_router(manager, api_auth))
+def add_routes(app: FastAPI, manager: FleetManager, api_auth: str | None, own: OwnApi | None = None) -> None:
+    app.include_router(build_router(manager, api_auth, own))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import socket
@@ -153,3 +154,15 @@ def test_benchmark_and_status_against_a_real_worker(api: str, fleet_workers: dic
     status = requests.get(f"{api}/distributed/v1/status", timeout=TIMEOUT).json()
     assert status["workers"][0]["state"] == "online"
     assert status["workers"][0]["calibrated"] is True
+
+
+def test_benchmarking_the_master_without_its_api_says_why(manager: FleetManager) -> None:
+    from distributed.webui.runtime import OwnApi, own_api
+
+    app = FastAPI()
+    add_routes(app, manager, None, own_api(argparse.Namespace(api=False, nowebui=False)))
+    for api in serve(app):
+        body = {"workers": ["master"], "width": 64, "height": 64, "steps": 4}
+        answer = requests.post(f"{api}/distributed/v1/benchmark", json=body, timeout=TIMEOUT)
+        assert answer.status_code == 409 and "--api" in answer.json()["detail"], answer.text
+    assert OwnApi(None).url is None
