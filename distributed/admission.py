@@ -1,6 +1,8 @@
 """How a job admits its workers and follows their progress: each one's preparation (the webui's preflight) and
 availability, asked at once at the start and again, with backoff, for a worker that failed; nothing waits on a
-worker that does not answer; a busy worker that stops answering its progress calls loses its chunk.
+worker that does not answer; a busy worker that stops answering its progress calls loses its chunk; a chunk's
+deadline grows while its worker advances, and one that passes it is interrupted on the worker and retried with a
+longer one; a job with no worker left ends with the reasons.
 
 A mixin of the dispatcher's Job: it reads and writes the job's own state, in the job's one loop thread.
 """
@@ -8,14 +10,23 @@ A mixin of the dispatcher's Job: it reads and writes the job's own state, in the
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from distributed.client import GenerationResponse
-from distributed.errors import WorkerError, WorkerModelMissing, WorkerTimeout
+from distributed.config import Timeouts
+from distributed.errors import NoWorkersError, WorkerError, WorkerModelMissing, WorkerTimeout
 from distributed.fleet import FleetMember, WorkerState
 from distributed.jobs import JobSpec, WorkerStats
-from distributed.jobstate import ADMIT_GRACE_S, MISSED_PROGRESS_LIMIT, Admit, InFlight, MemberJobState
+from distributed.jobstate import (
+    ADMIT_GRACE_S,
+    MISSED_PROGRESS_LIMIT,
+    MISSES_TO_HOLD_OUT,
+    Admit,
+    InFlight,
+    MemberJobState,
+)
 
 
 class Admission:
@@ -27,15 +38,18 @@ class Admission:
     _failures: list[str]
     _busy_elsewhere: dict[str, float]
     _admit_until: float
+    timeouts: Timeouts
 
     _inflight: dict[Future[GenerationResponse], InFlight]
+    _index_misses: dict[int, int]
+    _pending: set[int]
+    # the Job's own methods, used here
+    _emit: Callable[..., None]
+    _chunk_failed: Callable[[InFlight, WorkerError], None]
+    _candidates: Callable[[], list[FleetMember]]
+    _lane_eligible: Callable[[list[FleetMember]], bool]
+    _pool: ThreadPoolExecutor | None
     _stats: dict[str, WorkerStats]
-
-    def _emit(self, worker: str, kind: str, **fields: Any) -> None:
-        raise NotImplementedError
-
-    def _chunk_failed(self, flight: InFlight, error: WorkerError) -> None:
-        raise NotImplementedError
 
     def _admission(self, member: FleetMember) -> tuple[dict[str, Any], dict[str, Any]]:
         """One worker's preparation for this job (checkpoint, scripts: the webui's preflight) and its progress."""
@@ -131,8 +145,12 @@ class Admission:
             return
         progress = future.result()
         state = progress.get("state") or {}
+        marker = _marker(state)
         for flight in flights:
             flight.missed_progress = 0
+            if marker is not None and marker != flight.marker:  # advancing: slow is not dead
+                flight.marker = marker
+                flight.deadline = max(flight.deadline, time.monotonic() + self.timeouts.chunk_min_s)
         if flights and isinstance(state, dict):
             self._emit(
                 member.name,
@@ -148,3 +166,41 @@ class Admission:
             if candidate is flight:
                 del self._inflight[future]
                 self._chunk_failed(flight, error)
+
+    def _expire_deadlines(self, now: float) -> None:
+        """A chunk past its deadline (which grows while its worker shows progress) is interrupted on its worker and
+        re-queued with a longer deadline; a worker that misses MISSES_TO_HOLD_OUT deadlines sits the job out."""
+        for future, flight in list(self._inflight.items()):
+            if now < flight.deadline:
+                continue
+            del self._inflight[future]
+            member, chunk = flight.member, flight.chunk
+            if self._pool is not None:
+                self._side[self._pool.submit(member.client.interrupt)] = ("interrupt", member)
+            for index in chunk.indices:
+                self._index_misses[index] = self._index_misses.get(index, 0) + 1
+            local = self._local[member.name]
+            local.deadline_misses += 1
+            waited = now - flight.sent_at
+            reason = f"images {chunk.start}-{chunk.end} passed their deadline after {waited:.0f} s without progress"
+            if local.deadline_misses >= MISSES_TO_HOLD_OUT:
+                local.excluded = f"{member.name}: missed {local.deadline_misses} deadlines in this job (last: {reason})"
+            self._chunk_failed(flight, WorkerTimeout(member.name, f"{reason} (interrupted on the worker)"))
+
+    def _raise_if_hopeless(self, waited: float) -> None:
+        if self._candidates() or self._lane_eligible([]) or self._admitting(usable_only=False):
+            return  # admission calls have their own timeouts
+        probing = any(self._local[m.name].next_probe_at is not None for m in self.members)
+        if probing and waited < self.timeouts.no_worker_s:
+            return
+        reasons = "; ".join(
+            f"{m.name}: {self._local[m.name].excluded or m.status.reason or m.state.value}" for m in self.members
+        )
+        raise NoWorkersError(f"{len(self._pending)} images left and no worker can take them ({reasons})")
+
+
+def _marker(state: object) -> tuple[object, ...] | None:
+    """What changes while a worker renders: its job, batch and step (None when it renders nothing)."""
+    if not isinstance(state, dict) or not state.get("job_count"):
+        return None
+    return (state.get("job_timestamp"), state.get("job_no"), state.get("sampling_step"))

@@ -31,7 +31,6 @@ from distributed.errors import (
     WorkerHTTPError,
     WorkerInvalidResponse,
     WorkerModelMissing,
-    WorkerTimeout,
 )
 from distributed.fleet import Fleet, FleetMember, WorkerState
 from distributed.jobs import ImageResult, JobResult, JobSpec, WorkerStats, check_response
@@ -39,6 +38,7 @@ from distributed.jobstate import (
     INTERRUPT_GRACE_S,
     MAX_BAD_WORKERS,
     PROGRESS_TICK_S,
+    READ_FACTOR,
     Admit,
     EventSink,
     InFlight,
@@ -92,6 +92,8 @@ class Job(Admission, LaneMember):
         self._failures: list[str] = []
         self._bad_workers: dict[int, set[str]] = {}  # image index -> workers that failed it with 5xx/garbage
         self._busy_elsewhere: dict[str, float] = {}
+        self._index_misses: dict[int, int] = {}  # image index -> deadlines it missed, for longer retries
+        self._pool: ThreadPoolExecutor | None = None
         self._started = time.monotonic()
         self._admit_until = 0.0
         self._extras_planned = False
@@ -136,10 +138,13 @@ class Job(Admission, LaneMember):
         if not self.members and self.lane is None:
             raise NoWorkersError("no workers are configured for this job")
         pool = ThreadPoolExecutor(max_workers=max(4, 3 * len(self.members)), thread_name_prefix="distributed-job")
+        self._pool = pool
         try:
             self._start_admission(pool)
             return self._loop(pool)
         except JobError as error:
+            for flight in self._inflight.values():  # nothing keeps rendering for a job that ended
+                pool.submit(flight.member.client.interrupt)
             error.partial = self._result()
             raise
         finally:
@@ -272,9 +277,11 @@ class Job(Admission, LaneMember):
         cost = self._cost(member)
         waiting = max(0.0, self._busy_elsewhere.pop(member.name, 0.0) - now)
         predicted = waiting + cost.predict(chunk.count, self.spec.workload)
-        allowed = self.timeouts.chunk_min_s + self.timeouts.chunk_factor * predicted
+        # a chunk that missed a deadline before is retried with a deadline twice as long, each time
+        retries = max((self._index_misses.get(i, 0) for i in chunk.indices), default=0)
+        allowed = (self.timeouts.chunk_min_s + self.timeouts.chunk_factor * predicted) * 2**retries
         payload = self.spec.chunk_payload(chunk)
-        future = pool.submit(member.client.generate, self.spec.kind, payload, allowed)
+        future = pool.submit(member.client.generate, self.spec.kind, payload, allowed * READ_FACTOR)
         self._inflight[future] = InFlight(member, chunk, now, now + allowed, now + predicted, observe=waiting == 0)
         if not chunk.extra:
             self._pending.difference_update(chunk.indices)
@@ -335,23 +342,6 @@ class Job(Admission, LaneMember):
         self._local[member.name].admitted = False  # it must answer an admission call again before new work
         self._probe_later_if_offline(member)
         self._emit(member.name, "failed", detail=str(error))
-
-    def _expire_deadlines(self, now: float) -> None:
-        for future, flight in list(self._inflight.items()):
-            if now >= flight.deadline:
-                del self._inflight[future]
-                self._chunk_failed(flight, WorkerTimeout(flight.member.name, "the chunk passed its deadline"))
-
-    def _raise_if_hopeless(self, waited: float) -> None:
-        if self._candidates() or self._lane_eligible([]) or self._admitting(usable_only=False):
-            return  # admission calls have their own timeouts
-        probing = any(self._local[m.name].next_probe_at is not None for m in self.members)
-        if probing and waited < self.timeouts.no_worker_s:
-            return
-        reasons = "; ".join(
-            f"{m.name}: {self._local[m.name].excluded or m.status.reason or m.state.value}" for m in self.members
-        )
-        raise NoWorkersError(f"{len(self._pending)} images left and no worker can take them ({reasons})")
 
     # -- ending --------------------------------------------------------------------------------------------------
     def _finish_interrupted(self, pool: ThreadPoolExecutor) -> JobResult:

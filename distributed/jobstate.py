@@ -15,6 +15,8 @@ MISSED_PROGRESS_LIMIT = 2  # unanswered progress calls in a row before a busy wo
 MAX_BAD_WORKERS = 3  # distinct workers failing the same image with an HTTP error or garbage: the request is bad
 ADMIT_GRACE_S = 1.0  # how long the first plan waits for workers that were online to answer before the job starts
 LANE_GRACE_FACTOR = 10.0  # the master's own chunk may run this many times its prediction (+ chunk_min_s) at most
+MISSES_TO_HOLD_OUT = 2  # deadlines a worker may miss in one job (each chunk interrupted on it) before it sits out
+READ_FACTOR = 10.0  # an HTTP read may outlast a chunk's deadline by this much: the deadline grows with progress
 
 
 @dataclass
@@ -43,6 +45,7 @@ class InFlight:
     predicted_end: float
     observe: bool  # the worker was idle when sent, so the time is its own speed
     missed_progress: int = 0
+    marker: tuple[object, ...] | None = None  # the worker's last progress (job, batch, step): a change is progress
 
 
 @dataclass
@@ -51,4 +54,5 @@ class MemberJobState:
     admitted: bool = False  # answered this job's admission call (preparation and availability)
     asking: bool = False  # an admission call is under way
     failed_admission: bool = False  # its admission failure is already in the job's failures
+    deadline_misses: int = 0
     next_probe_at: float | None = None

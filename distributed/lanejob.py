@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from distributed.config import Timeouts
 from distributed.fleet import FleetMember
@@ -27,12 +28,9 @@ class LaneMember:
     _local_done: set[int]
     _started: float
     _interrupted: bool
-
-    def _admitting(self, usable_only: bool = True) -> bool:
-        raise NotImplementedError
-
-    def _emit(self, worker: str, kind: str, **fields: object) -> None:
-        raise NotImplementedError
+    # the Job's own methods, used here
+    _admitting: Callable[..., bool]
+    _emit: Callable[..., None]
 
     def _lane_slot(self, lane: LocalLane, now: float) -> Slot:
         current = lane.current

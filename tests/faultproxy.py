@@ -45,6 +45,7 @@ class FaultProxy:
         self.fault = Fault.NONE
         self.everything = False  # apply the fault to every route, not only generation
         self.requests_seen = 0
+        self.paths_seen: list[str] = []  # every request's method and path, in order
         self._release = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -89,6 +90,7 @@ class FaultProxy:
 
             def _forward(self, method: str) -> None:
                 proxy.requests_seen += 1
+                proxy.paths_seen.append(f"{method} {self.path.split('?')[0]}")
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length) if length else b""
                 faulty = proxy.everything or self.path.split("?")[0] in GENERATION

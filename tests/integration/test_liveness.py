@@ -1,0 +1,65 @@
+"""Liveness: a slow but advancing worker is never declared dead; a stuck chunk is interrupted on its worker, retried
+with a longer deadline, and a worker that keeps missing deadlines sits the job out; nothing is left rendering."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from distributed.compat import validate
+from distributed.config import FleetConfig
+from distributed.costmodel import Workload
+from distributed.dispatcher import Job
+from distributed.errors import NoWorkersError
+from distributed.fleet import Fleet
+from distributed.jobs import JobSpec
+from distributed.localfleet import LocalWorker
+from tests.faultproxy import Fault, fault_proxy
+
+TIMEOUTS = {"connect_s": 1.0, "probe_s": 1.0, "chunk_min_s": 2.0, "chunk_factor": 1.0, "no_worker_s": 0.0}
+
+
+@pytest.fixture(scope="module")
+def slow() -> Iterator[LocalWorker]:
+    """5 s per 64x64, 4-step image: longer than any deadline an unmeasured worker gets here."""
+    with LocalWorker("slow", threads=1, emulate_ipm=12) as worker:
+        yield worker
+
+
+def _fleet(urls: dict[str, str]) -> Fleet:  # no cost models: nobody has shown its speed yet
+    data = {"workers": [{"name": n, "url": u} for n, u in urls.items()], "options": {"timeouts": TIMEOUTS}}
+    return Fleet(validate(FleetConfig, data))
+
+
+def _spec(images: int, seed: int) -> JobSpec:
+    payload = {"prompt": "liveness", "width": 64, "height": 64, "steps": 4}
+    return JobSpec("txt2img", payload, images, seed, seed, workload=Workload(64, 64, 4))
+
+
+def _idle(url: str) -> bool:
+    return not requests.get(f"{url}/sdapi/v1/progress", timeout=5).json()["state"]["job_count"]
+
+
+def test_a_slow_worker_that_advances_keeps_its_chunk(slow: LocalWorker) -> None:
+    result = Job(_fleet({"slow": slow.url}), _spec(1, 10)).run()
+    assert [image.seed for image in result.requested] == [10]
+    assert result.workers["slow"].failed_chunks == 0, result.failures  # its deadline grew with its steps
+    assert _idle(slow.url)
+
+
+def test_a_stuck_chunk_is_interrupted_retried_longer_and_its_worker_held_out(slow: LocalWorker) -> None:
+    """The proxy swallows generation calls (the worker answers progress, idle): no progress, so no extension."""
+    with fault_proxy(slow.url) as proxy:
+        proxy.fault = Fault.HANG
+        job = Job(_fleet({"stuck": proxy.url}), _spec(2, 20))
+        with pytest.raises(NoWorkersError, match="missed 2 deadlines") as caught:
+            job.run()
+        sent = [p for p in proxy.paths_seen if p.endswith(("/txt2img", "/interrupt"))]
+    assert sent[:4] == ["POST /sdapi/v1/txt2img", "POST /sdapi/v1/interrupt"] * 2, sent
+    assert "passed their deadline" in str(caught.value)
+    assert caught.value.partial is not None and caught.value.partial.requested == []
+    # the second try had twice the deadline: the job's failures say how long each waited
+    waits = [float(line.split("after ")[1].split(" s")[0]) for line in job._failures if "after " in line]
+    assert len(waits) == 2 and waits[1] >= 1.8 * waits[0], waits
