@@ -28,8 +28,9 @@ def slow() -> Iterator[LocalWorker]:
         yield worker
 
 
-def _fleet(urls: dict[str, str]) -> Fleet:  # no cost models: nobody has shown its speed yet
-    data = {"workers": [{"name": n, "url": u} for n, u in urls.items()], "options": {"timeouts": TIMEOUTS}}
+def _fleet(urls: dict[str, str], **timeouts: float) -> Fleet:  # no cost models: nobody has shown its speed yet
+    options = {"timeouts": {**TIMEOUTS, **timeouts}}
+    data = {"workers": [{"name": n, "url": u} for n, u in urls.items()], "options": options}
     return Fleet(validate(FleetConfig, data))
 
 
@@ -53,7 +54,7 @@ def test_a_stuck_chunk_is_interrupted_retried_longer_and_its_worker_held_out(slo
     """The proxy swallows generation calls (the worker answers progress, idle): no progress, so no extension."""
     with fault_proxy(slow.url) as proxy:
         proxy.fault = Fault.HANG
-        job = Job(_fleet({"stuck": proxy.url}), _spec(2, 20))
+        job = Job(_fleet({"stuck": proxy.url}, no_worker_s=20.0), _spec(2, 20))  # it answers probes: re-admitted
         with pytest.raises(NoWorkersError, match="missed 2 deadlines") as caught:
             job.run()
         sent = [p for p in proxy.paths_seen if p.endswith(("/txt2img", "/interrupt"))]
