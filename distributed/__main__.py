@@ -1,5 +1,10 @@
+import os
 import sys
 
 from distributed.cli import main
 
-sys.exit(main())
+status = main()
+# exit at once: a request to a frozen worker may still hold a pool thread, which the interpreter would wait for
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(status)

@@ -3,37 +3,42 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 
 from distributed import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m distributed", description="distributed Stable Diffusion tools")
+    parser = argparse.ArgumentParser(
+        prog="python -m distributed", description="distributed Stable Diffusion tools", allow_abbrev=False
+    )
     parser.add_argument("--version", action="version", version=f"distributed {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+    # every command: defaults in --help, and no abbreviated long flags (`--image 2` is not `--images 2`)
+    subcommand = functools.partial(
+        commands.add_parser, formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False
+    )
     from distributed.worker.server import add_worker_arguments
 
-    worker = commands.add_parser("worker", help="run a headless worker speaking the webui's /sdapi/v1 API")
+    worker = subcommand("worker", help="run a headless worker speaking the webui's /sdapi/v1 API")
     add_worker_arguments(worker)
-    generate = commands.add_parser("generate", help="render N images across a fleet of workers into a folder")
+    generate = subcommand("generate", help="render N images across a fleet of workers into a folder")
     from distributed.generate import add_generate_arguments
 
     add_generate_arguments(generate)
-    demo = commands.add_parser("demo", help="three local workers at speeds 5:2:1 render 24 images as one fleet")
+    demo = subcommand("demo", help="three local workers at speeds 5:2:1 render 24 images as one fleet")
     from distributed.demo import add_demo_arguments
 
     add_demo_arguments(demo)
     from distributed.fleetcli import add_benchmark_arguments, add_import_arguments
 
-    add_benchmark_arguments(commands.add_parser("benchmark", help="measure each worker's speed (saved to --config)"))
-    add_import_arguments(
-        commands.add_parser("import-config", help="convert a stable-diffusion-webui-distributed config")
-    )
+    add_benchmark_arguments(subcommand("benchmark", help="measure each worker's speed (saved to --config)"))
+    add_import_arguments(subcommand("import-config", help="convert a stable-diffusion-webui-distributed config"))
     from distributed.bench.run import add_bench_arguments
 
-    add_bench_arguments(commands.add_parser("bench", help="measure the fleet against the ideal and simple splits"))
-    render = commands.add_parser("render", help="start a local tiny worker and render a few images into a folder")
+    add_bench_arguments(subcommand("bench", help="measure the fleet against the ideal and simple splits"))
+    render = subcommand("render", help="start a local tiny worker and render a few images into a folder")
     from distributed.quickstart import add_render_arguments
 
     add_render_arguments(render)

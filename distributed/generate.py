@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -17,25 +18,27 @@ from distributed.display import LiveBars, summary_table
 from distributed.errors import ConfigError, DistributedError, JobError
 from distributed.fleet import Fleet
 from distributed.jobs import JobResult, JobSpec, fixed_seed
+from distributed.jobstate import INTERRUPT_GRACE_S
 
 logger = logging.getLogger(__name__)
+INTERRUPTED = 130  # the shell's status for a command stopped by Ctrl-C
 
 
 def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--remote", action="append", default=[], metavar="NAME=URL", help="a worker (repeatable)")
     parser.add_argument("--config", type=Path, default=None, help="workers.json with the fleet (and learned speeds)")
-    parser.add_argument("--prompt", required=True)
-    parser.add_argument("--negative-prompt", default="")
+    parser.add_argument("--prompt", required=True, help="the prompt (A1111 syntax, sent as is)")
+    parser.add_argument("--negative-prompt", default="", help="the negative prompt")
     parser.add_argument("--images", type=int, required=True, help="how many images (N)")
-    parser.add_argument("--width", type=int, default=512)
-    parser.add_argument("--height", type=int, default=512)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--cfg-scale", type=float, default=7.0)
-    parser.add_argument("--sampler", default="Euler a")
+    parser.add_argument("--width", type=int, default=512, help="image width in pixels")
+    parser.add_argument("--height", type=int, default=512, help="image height in pixels")
+    parser.add_argument("--steps", type=int, default=20, help="sampling steps")
+    parser.add_argument("--cfg-scale", type=float, default=7.0, help="classifier-free guidance scale")
+    parser.add_argument("--sampler", default="Euler a", help="A1111 sampler name")
     parser.add_argument("--scheduler", default=None, help="A1111 schedule type (Automatic, Karras, ...)")
     parser.add_argument("--seed", type=int, default=-1, help="first image's seed (-1: random)")
-    parser.add_argument("--subseed", type=int, default=-1)
-    parser.add_argument("--subseed-strength", type=float, default=0.0)
+    parser.add_argument("--subseed", type=int, default=-1, help="variation seed (-1: random)")
+    parser.add_argument("--subseed-strength", type=float, default=0.0, help="variation strength (0: none)")
     parser.add_argument("--model", default=None, help="checkpoint every worker must render with (title or name)")
     parser.add_argument("--extra-images", action="store_true", help="opt in: extra images for idle workers")
     parser.add_argument("--skip-verify", action="store_true", help="do not verify https workers' certificates")
@@ -116,10 +119,35 @@ def summary_json(result: JobResult) -> dict[str, Any]:
 
 
 def run_job(config: FleetConfig, spec: JobSpec, verify_tls: bool, show: bool) -> tuple[JobResult, Fleet]:
+    """The job in a thread of its own, so Ctrl-C in the main thread interrupts it cleanly: the workers are told to
+    stop, and what arrived comes back as an interrupted result within about a second."""
     fleet = Fleet(config, verify_tls_default=verify_tls)
     bars = LiveBars([m.name for m in fleet], spec.images) if show else None
     job = Job(fleet, spec, on_event=bars)
-    return job.run(), fleet
+    done = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["result"] = job.run()
+        except DistributedError as error:  # handed to the main thread, which raises it
+            outcome["error"] = error
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name="distributed-generate", daemon=True).start()
+    try:
+        done.wait()
+    except KeyboardInterrupt:
+        job.interrupt()
+        if not done.wait(timeout=INTERRUPT_GRACE_S + 0.5):
+            raise JobError("interrupted; the job did not stop in time") from None
+    if "error" in outcome:
+        raise outcome["error"]
+    if "result" not in outcome:  # a bug in the job thread: its traceback is on stderr
+        raise JobError("the job stopped unexpectedly")
+    result: JobResult = outcome["result"]
+    return result, fleet
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -151,8 +179,23 @@ def run_generate(args: argparse.Namespace) -> int:
         fleet.close()
     complete = len(result.requested) == spec.images
     print(summary_table(result), file=sys.stderr if args.json else sys.stdout)
+    print(f"wrote {len(result.images)} images to {args.out}", file=sys.stderr)
     if args.json:
         print(json.dumps(summary_json(result)))
+    if result.interrupted:
+        missing = sorted(set(range(spec.images)) - {image.index for image in result.requested})
+        print(f"interrupted: {len(missing)} images missing (indices {_ranges(missing)})", file=sys.stderr)
+        return INTERRUPTED
     if not complete:
         print(f"error: only {len(result.requested)} of {spec.images} images were made", file=sys.stderr)
     return 0 if complete else 1
+
+
+def _ranges(indices: list[int]) -> str:
+    runs: list[list[int]] = []
+    for index in indices:
+        if runs and runs[-1][-1] == index - 1:
+            runs[-1].append(index)
+        else:
+            runs.append([index])
+    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
