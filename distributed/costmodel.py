@@ -155,11 +155,15 @@ class CostModel:
             self.seconds_per_unit = slopes[len(slopes) // 2]
 
 
+PRIOR_REFERENCE_S = 2.0  # a worker nobody has measured: 2 s for a 512x512, 20-step image (a mid-range GPU)
+
+
 def prior(known: list[CostModel], workload: Workload) -> CostModel:
-    """For a worker that has not shown its speed: the median of those that have, or one image a second plus 0.2 s
-    per request."""
+    """For a worker that has not shown its speed: the median of those that have, or PRIOR_REFERENCE_S per reference
+    image scaled by the workload (pixels x steps) plus 0.2 s per request. Only a starting point: deadlines also grow
+    while a worker shows progress, so a slower worker is not declared dead."""
     if not known:
-        return CostModel(0.2, 1.0 / max(workload.units, 1e-9))
+        return CostModel(0.2, PRIOR_REFERENCE_S / REFERENCE.units)
     return CostModel(
         statistics.median(c.overhead_s for c in known), statistics.median(c.seconds_per_unit for c in known)
     )

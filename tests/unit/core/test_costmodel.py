@@ -42,3 +42,13 @@ def test_ipm_is_quoted_at_512_20_steps() -> None:
 def test_hires_and_img2img_change_the_work() -> None:
     assert Workload(512, 512, 20, hires_width=1024, hires_height=1024, hires_steps=10).units > REFERENCE.units * 2
     assert Workload(512, 512, 20, denoising=0.5).units == pytest.approx(REFERENCE.units / 2)
+
+
+def test_the_prior_for_an_unmeasured_worker_scales_with_the_workload() -> None:
+    from distributed.costmodel import prior
+
+    small, reference, large = Workload(64, 64, 4), Workload(512, 512, 20), Workload(1024, 1024, 30)
+    model = prior([], reference)
+    assert model.per_image(reference) == pytest.approx(2.0)
+    assert model.per_image(large) == pytest.approx(12.0)  # 4x the pixels, 1.5x the steps
+    assert model.per_image(small) < 0.01
