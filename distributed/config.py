@@ -223,6 +223,11 @@ def save_config(config: FleetConfig, path: Path) -> None:
         _atomic_write(path, text, mode, keep_backup=True)
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    """A file with no secret, replaced atomically (ConfigError naming it if that fails)."""
+    _atomic_write(path, text, 0o644, keep_backup=False)
+
+
 def _atomic_write(path: Path, text: str, mode: int, keep_backup: bool) -> None:
     folder = path.parent
     try:

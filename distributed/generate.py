@@ -19,6 +19,7 @@ from distributed.errors import ConfigError, DistributedError, JobError
 from distributed.fleet import Fleet
 from distributed.jobs import JobResult, JobSpec, fixed_seed
 from distributed.jobstate import INTERRUPT_GRACE_S
+from distributed.speedcache import remember_speeds, with_cached_speeds
 
 logger = logging.getLogger(__name__)
 INTERRUPTED = 130  # the shell's status for a command stopped by Ctrl-C
@@ -153,7 +154,7 @@ def run_job(config: FleetConfig, spec: JobSpec, verify_tls: bool, show: bool) ->
 def run_generate(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        config = build_fleet_config(args.config, args.remote)
+        config = with_cached_speeds(build_fleet_config(args.config, args.remote))
         spec = build_spec(args)
         if args.extra_images or config.options.extra_images:
             spec.extra_slack = config.options.extra_slack
@@ -170,6 +171,7 @@ def run_generate(args: argparse.Namespace) -> int:
         return 2
     try:
         write_images(result, args.out)
+        remember_speeds(fleet)
         if args.save_config and args.config:
             save_config(fleet.learned_config(), args.config)
     except (OSError, ConfigError) as exc:

@@ -3,6 +3,8 @@ frozen worker does not hold the exit; abbreviated flags are refused; --help show
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
 import sys
@@ -86,3 +88,24 @@ def test_abbreviated_flags_are_refused_and_help_shows_defaults(tmp_path: Path) -
     assert abbreviated.returncode == 2 and "--image" in abbreviated.stderr
     shown = subprocess.run([*base, "--help"], capture_output=True, text=True, timeout=60, check=False)
     assert "(default: 512)" in shown.stdout and "(default: Euler a)" in shown.stdout
+
+
+def test_a_second_run_plans_from_what_the_first_learned(tmp_path: Path) -> None:
+    """Without --config: the first run learns who is fast; the second sends its one image to the fast worker (with
+    nothing known, the planner's tie goes to the slow one)."""
+    slow, fast = LocalWorker("slow", emulate_ipm=12, threads=1), LocalWorker("fast", emulate_ipm=120, threads=1)
+    start_all([slow, fast])
+    try:
+        first = subprocess.run(_command([fast, slow], tmp_path / "a", 6, "--json"), capture_output=True, text=True,
+                               timeout=120, check=False)  # fmt: skip
+        assert first.returncode == 0, first.stderr
+        second = subprocess.run(_command([fast, slow], tmp_path / "b", 1, "--json"), capture_output=True, text=True,
+                                timeout=120, check=False)  # fmt: skip
+        assert second.returncode == 0, second.stderr
+        summary = json.loads(second.stdout.strip().splitlines()[-1])
+        assert summary["workers"]["fast"]["images"] == 1, summary
+        cached = json.loads((Path(os.environ["DISTRIBUTED_CACHE_DIR"]) / "speeds.json").read_text(encoding="utf-8"))
+        assert set(cached) == {slow.url, fast.url}
+    finally:
+        slow.stop()
+        fast.stop()
