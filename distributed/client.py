@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import http.client
 import json
 import logging
 import os
 import re
+import socket
+import ssl
 import struct
 import time
 import warnings
@@ -20,16 +23,19 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 from urllib3.exceptions import InsecureRequestWarning
 
 from distributed.config import Timeouts, WorkerConfig
 from distributed.errors import (
     ConfigError,
     WorkerAuthError,
+    WorkerError,
     WorkerHTTPError,
     WorkerInvalidResponse,
     WorkerModelMissing,
     WorkerTimeout,
+    WorkerTLSError,
     WorkerUnreachable,
 )
 from distributed.images import MAX_IMAGE_PIXELS
@@ -103,26 +109,34 @@ class WorkerClient:
             ) as response:
                 body = self._read_capped(response, path, deadline)
                 status = response.status_code
-        except requests.exceptions.SSLError as exc:
-            raise WorkerUnreachable(self.name, f"TLS failed: {_short(exc)}") from None
-        except requests.exceptions.ConnectTimeout:
-            raise WorkerUnreachable(self.name, f"no connection within {self.timeouts.connect_s:g} s") from None
-        except requests.exceptions.ReadTimeout:
-            raise WorkerTimeout(self.name, f"no answer to {path} within {self._timeout(read_s)[1]:g} s") from None
-        except requests.exceptions.ChunkedEncodingError as exc:
-            raise WorkerUnreachable(self.name, f"{path}: connection dropped mid-answer ({_short(exc)})") from None
-        except requests.exceptions.ConnectionError as exc:
-            text = str(exc).lower()
-            if "timed out" in text:
-                raise WorkerTimeout(self.name, f"{path}: the answer stalled ({_short(exc)})") from None
-            if "refused" in text:
-                raise WorkerUnreachable(self.name, f"connection refused at {self.base_url}") from None
-            if "aborted" in text or "reset" in text or "remotedisconnected" in text:
-                raise WorkerUnreachable(self.name, f"{path}: connection dropped ({_short(exc)})") from None
-            raise WorkerUnreachable(self.name, f"connection failed: {_short(exc)}") from None
         except requests.exceptions.RequestException as exc:
-            raise WorkerInvalidResponse(self.name, f"{path}: {_short(exc)}") from None
-        return self._decode(path, status, body, payload)
+            raise self._mapped(exc, method, url, timeout) from None
+        return self._decode(f"{method} {url}", path, status, body, payload)
+
+    def _mapped(self, exc: requests.exceptions.RequestException, method: str, url: str, timeout: Any) -> WorkerError:
+        """A requests failure as our error, by exception type (never by message text), naming the call's URL."""
+        call = f"{method} {url}"
+        causes = _causes(exc)
+
+        def has(*types: type[BaseException]) -> bool:
+            return any(isinstance(cause, types) for cause in causes)
+
+        if has(ConnectionRefusedError):  # before timeouts: urllib3's NewConnectionError is a ConnectTimeoutError
+            return WorkerUnreachable(self.name, f"{call}: connection refused (is the worker running on that port?)")
+        if has(socket.gaierror):
+            return WorkerUnreachable(self.name, f"{call}: the host name does not resolve")
+        if has(ssl.SSLError):
+            return WorkerTLSError(self.name, f"{call}: TLS handshake failed ({_short(exc)}); is it really https?")
+        if isinstance(exc, requests.exceptions.ConnectTimeout):
+            return WorkerUnreachable(self.name, f"{call}: no connection within {timeout[0]:g} s")
+        if isinstance(exc, requests.exceptions.ReadTimeout) or has(urllib3.exceptions.ReadTimeoutError, TimeoutError):
+            return WorkerTimeout(self.name, f"{call}: no answer within {timeout[1]:g} s")
+        dropped = (ConnectionResetError, ConnectionAbortedError, http.client.RemoteDisconnected)
+        if isinstance(exc, requests.exceptions.ChunkedEncodingError) or has(*dropped, urllib3.exceptions.ProtocolError):
+            return WorkerUnreachable(self.name, f"{call}: connection dropped mid-answer ({_short(exc)})")
+        if isinstance(exc, requests.exceptions.ConnectionError):
+            return WorkerUnreachable(self.name, f"{call}: connection failed ({_short(exc)})")
+        return WorkerInvalidResponse(self.name, f"{call}: {_short(exc)}")
 
     def _read_capped(self, response: requests.Response, path: str, deadline: float) -> bytes:
         declared = response.headers.get("content-length", "")
@@ -141,18 +155,22 @@ class WorkerClient:
                 raise WorkerTimeout(self.name, f"{path}: the answer was still arriving at its deadline")
         return b"".join(chunks)
 
-    def _decode(self, path: str, status: int, body: bytes, payload: Any) -> Any:
+    def _decode(self, call: str, path: str, status: int, body: bytes, payload: Any) -> Any:
         detail = _detail(body)
         if status in (401, 403):
-            raise WorkerAuthError(self.name, f"{path}: HTTP {status} (credentials missing or refused)")
+            raise WorkerAuthError(self.name, f"{call}: HTTP {status} (credentials missing or refused)")
         if status == 404 and isinstance(payload, dict) and _asks_for_model(payload):
-            raise WorkerModelMissing(self.name, f"{path}: {detail or 'model not found'}")
+            raise WorkerModelMissing(self.name, f"{call}: {detail or 'model not found'}")
+        if status == 404 and path.startswith("/sdapi/"):
+            raise WorkerHTTPError(
+                self.name, f"{call}: HTTP 404 (not an A1111 API: start the webui with --api, or check the URL)", status
+            )
         if status >= 400:
-            raise WorkerHTTPError(self.name, f"{path}: HTTP {status}: {detail}", status)
+            raise WorkerHTTPError(self.name, f"{call}: HTTP {status}: {detail}", status)
         try:
             return json.loads(body) if body else None
         except ValueError:
-            raise WorkerInvalidResponse(self.name, f"{path}: the answer is not JSON ({body[:60]!r})") from None
+            raise WorkerInvalidResponse(self.name, f"{call}: the answer is not JSON ({body[:60]!r})") from None
 
     # -- the API -------------------------------------------------------------------------------------------------
     def generate(self, kind: str, payload: dict[str, Any], read_s: float) -> GenerationResponse:
@@ -236,3 +254,17 @@ def _detail(body: bytes) -> str:
 def _short(exc: Exception) -> str:
     text = str(exc)
     return text if len(text) < 300 else text[:300] + "..."
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    """The error and what it wraps (urllib3's reasons, causes, contexts, arguments), a few levels deep."""
+    found: list[BaseException] = []
+    todo = [error]
+    while todo and len(found) < 16:
+        current = todo.pop()
+        if any(current is seen for seen in found):
+            continue
+        found.append(current)
+        linked = (getattr(current, "reason", None), current.__cause__, current.__context__, *current.args)
+        todo += [item for item in linked if isinstance(item, BaseException)]
+    return found

@@ -83,4 +83,9 @@ def summary_table(result: JobResult, ideal_s: float | None = None) -> str:
         lines[-1] += f" (ideal {ideal_s:.2f} s, {result.wall_s / ideal_s:.2f}x)"
     for failure in result.failures:
         lines.append(f"  re-queued: {failure}")
+    for name, stats in result.workers.items():
+        if stats.images == 0:
+            failed = next((f for f in reversed(result.failures) if f.startswith(f"worker '{name}'")), None)
+            why = result.excluded.get(name) or failed or "the plan gave it no images (others finish them sooner)"
+            lines.append(f"  {name} made no images: {why}")
     return "\n".join(lines)

@@ -3,7 +3,8 @@
 DistributedError
 ├── ConfigError                 workers.json or a flag is wrong: names the file, the worker and the field
 ├── WorkerError                 one worker failed; `.worker` names it, `.reason` is a short state reason
-│   ├── WorkerUnreachable       connection refused, DNS, TLS handshake
+│   ├── WorkerUnreachable       connection refused, DNS, dropped connections
+│   │   └── WorkerTLSError      the TLS handshake failed (https to an http worker, a bad certificate)
 │   ├── WorkerTimeout           no answer within the connect or read timeout (or the chunk's deadline)
 │   ├── WorkerAuthError         HTTP 401/403: credentials missing or refused
 │   ├── WorkerModelMissing      HTTP 404 for the checkpoint/VAE the job needs
@@ -51,6 +52,10 @@ class WorkerError(DistributedError):
 
 class WorkerUnreachable(WorkerError):
     reason = "unreachable"
+
+
+class WorkerTLSError(WorkerUnreachable):
+    reason = "TLS failed"
 
 
 class WorkerTimeout(WorkerError):

@@ -97,7 +97,8 @@ class FleetMember:
             logger.warning("worker %s: %s (%s)", self.name, state.value, reason)
 
     def record_error(self, error: WorkerError) -> None:
-        self.set_state(state_for_error(error), error.reason, str(error))
+        """The state the error means, with what happened (call, URL, cause) as the reason people read."""
+        self.set_state(state_for_error(error), error.detail, str(error))
 
     def probe_delay(self) -> float:
         failures = self.status.failures

@@ -27,7 +27,7 @@ def _state(worker: WorkerView) -> str:
     label = worker.state
     if worker.state == "busy" and worker.progress is not None:
         label += f" {worker.progress:.0%}"
-    if worker.reason and worker.state not in ("online", "busy"):
+    if worker.reason and worker.reason != worker.state and worker.state not in ("online", "busy"):
         label += f": {worker.reason}"
     css = STATE_CLASS.get(worker.state, "off")
     state = html.escape(worker.state)

@@ -97,7 +97,7 @@ def test_add_test_disable_remove_in_the_browser(
                  ?.getAttribute('data-state') === 'offline'""",
         timeout=WAIT_MS,
     )
-    assert "unreachable" in page.inner_text('#distributed_status tr[data-worker="gone"]')
+    assert "connection refused" in page.inner_text('#distributed_status tr[data-worker="gone"]')
     shots = os.environ.get("DISTRIBUTED_SCREENSHOTS")
     if shots:
         page.screenshot(path=str(Path(shots) / "tab.png"), full_page=True)
