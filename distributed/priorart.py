@@ -40,6 +40,21 @@ def looks_like_prior_art(data: Any) -> bool:
     return bool(entries) and all(_PRIOR_KEYS & set(fields) for _, fields in entries or [])
 
 
+def _host(address: str) -> tuple[str, bool]:
+    """v2.3.0 saves the address as typed, scheme and trailing slash included (it strips them only in memory)."""
+    tls = address.lower().startswith("https://")
+    for prefix in ("http://", "https://"):
+        if address.lower().startswith(prefix):
+            address = address[len(prefix) :]
+    return address.strip().rstrip("/"), tls
+
+
+def _credential(value: Any) -> str | None:
+    """v2.3.0 stores a missing user or password as the string "None" (it casts with str())."""
+    text = "" if value is None else str(value)
+    return None if text in ("", "None") else text
+
+
 def _safe_name(label: str, taken: set[str]) -> str:
     base = "".join(c if c.isalnum() or c in "._-" else "-" for c in label).strip("-._")[:60] or "worker"
     if base.lower() == "master":
@@ -64,15 +79,17 @@ def import_prior_art(data: Any, source: str) -> tuple[FleetConfig, list[str]]:
             continue
         name = _safe_name(label, taken)
         taken.add(name)
-        scheme = "https" if fields.get("tls") else "http"
-        url = f"{scheme}://{fields.get('address') or 'localhost'}:{int(fields.get('port') or 7860)}"
+        host, tls = _host(str(fields.get("address") or "localhost"))
+        scheme = "https" if tls or fields.get("tls") else "http"
+        url = f"{scheme}://{host}:{int(fields.get('port') or (443 if scheme == 'https' else 7860))}"
         try:
             check_url(url)
         except ValueError as exc:
             raise ConfigError(str(exc), path=source, worker=label, field="address") from exc
         worker: dict[str, Any] = {"name": name, "url": url, "enabled": fields.get("state") != DISABLED_STATE}
-        if fields.get("user"):
-            worker["auth"] = {"user": fields["user"], "password": fields.get("password") or ""}
+        user, password = _credential(fields.get("user")), _credential(fields.get("password"))
+        if user:
+            worker["auth"] = {"user": user, "password": password or ""}
             notes.append(f"{name}: password kept in the new file (mode 0600); prefer auth.password_env")
         pixel_cap = fields.get("pixel_cap")
         if isinstance(pixel_cap, int) and pixel_cap > 0:

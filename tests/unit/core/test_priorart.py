@@ -72,3 +72,36 @@ def test_loading_a_prior_art_file_points_to_the_import(tmp_path: Path) -> None:
     path.write_text(json.dumps(CURRENT), encoding="utf-8")
     with pytest.raises(ConfigError, match="import-config"):
         load_config(path)
+
+
+# What v2.3.0's own save path writes (read from its scripts/spartan/worker.py and world.py at tag v2.3.0): Worker keeps
+# the address as typed (scheme and slash stripped only from a local variable), sets port 443 for an https:// address,
+# casts a missing user and password with str() to "None", and World.save_config dumps {label: Worker_Model} entries.
+SAVED_BY_V230 = {
+    "workers": [
+        {"master": {"avg_ipm": 9.1, "master": True, "address": "localhost", "port": 7860, "eta_percent_error": [],
+                    "tls": False, "state": 1, "user": "None", "password": "None", "pixel_cap": -1}},
+        {"lab": {"avg_ipm": 14.5, "master": False, "address": "https://gpu.lab.example/", "port": 443,
+                 "eta_percent_error": [2.0], "tls": True, "state": 1, "user": "None", "password": "None",
+                 "pixel_cap": -1}},
+        {"desk": {"avg_ipm": 0.0, "master": False, "address": "http://192.168.1.20", "port": 7861,
+                  "eta_percent_error": [], "tls": False, "state": 5, "user": "sd", "password": "pw", "pixel_cap": -1}},
+        {"plain": {"avg_ipm": 3.0, "master": False, "address": "box.local", "port": 7860, "eta_percent_error": [],
+                   "tls": False, "state": 4, "user": "None", "password": "None", "pixel_cap": 1048576}},
+    ],
+    "benchmark_payload": {"prompt": "A herd of cows grazing at the bottom of a sunny valley", "negative_prompt": "",
+                          "steps": 20, "width": 512, "height": 512, "batch_size": 1},
+    "job_timeout": 3, "enabled": True, "enabled_i2i": True, "complement_production": True, "step_scaling": False,
+}  # fmt: skip
+
+
+def test_a_config_saved_by_v230_imports_with_schemes_and_none_strings() -> None:
+    assert looks_like_prior_art(SAVED_BY_V230)
+    config, _ = import_prior_art(SAVED_BY_V230, "distributed-config.json")
+    by_name = {w.name: w for w in config.workers}
+    assert sorted(by_name) == ["desk", "lab", "plain"]
+    assert by_name["lab"].url == "https://gpu.lab.example:443"  # not https://https://...
+    assert by_name["lab"].auth is None  # "None"/"None" is no auth, not a user called None
+    assert by_name["desk"].url == "http://192.168.1.20:7861" and not by_name["desk"].enabled
+    assert by_name["desk"].auth is not None and by_name["desk"].auth.user == "sd"
+    assert by_name["plain"].url == "http://box.local:7860" and by_name["plain"].auth is None
