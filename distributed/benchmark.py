@@ -1,13 +1,15 @@
 """Measuring a worker's speed: warm up, then time whole round trips of 1, 2 and 4 images, fit overhead and slope.
 
-The timed workload's steps are scaled from the warm-up so that a worker spends about `budget_s` in all, whatever
-its speed; all workers are measured at once. The result is a cost model (for planning) and images per minute at
+The warm-up is one step at the asked size; the timed workload's steps are scaled from it so that a worker spends
+about `budget_s` in all, whatever its speed; a call that cannot finish in time is interrupted on its worker. All
+workers are measured at once. The result is a cost model (for planning) and images per minute at
 512x512, 20 steps (for people).
 """
 
 from __future__ import annotations
 
 import datetime
+import logging
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -16,8 +18,10 @@ from typing import Any
 
 from distributed.config import BenchmarkRecord
 from distributed.costmodel import CostModel, Observation, Workload
-from distributed.errors import WorkerError
+from distributed.errors import WorkerError, WorkerTimeout
 from distributed.fleet import FleetMember
+
+logger = logging.getLogger(__name__)
 
 TIMED_BATCHES = (1, 2, 4)
 PROMPT = "a lighthouse on a cliff at dusk, oil painting"
@@ -64,26 +68,28 @@ def benchmark_member(
     model: str | None = None,
     request: dict[str, Any] | None = None,  # merged into every request (the master's own: "do not distribute")
 ) -> BenchmarkOutcome:
+    """Within about `budget_s`: a 1-step warm-up at the asked size (loads the model), then 1, 2 and 4 images at as
+    many steps as the budget allows. A call that cannot finish in time is interrupted on the worker, and the outcome
+    says what to change (a smaller size, a longer budget)."""
     started = time.monotonic()
     request = request or {}
-    read_s = max(60.0, budget_s * 6)
+    warm_load = Workload(workload.width, workload.height, 1)
     try:
-        warm = _timed(
-            member, workload, 1, model, read_s, request
-        )  # loads the model, fills caches: not used for the fit
-        # about a tenth of the budget per timed image: 1 + 2 + 4 images is 70% of it
-        scale = min(1.0, (budget_s / 10) / max(warm, 1e-3))
-        steps = max(1, min(workload.steps, round(workload.steps * scale)))
+        # a first call may load a model: it gets three budgets, and is interrupted after that
+        warm = _bounded(member, warm_load, 1, model, 3 * budget_s, request, workload, budget_s)
+        # 1 + 2 + 4 images at `steps` should take about 70% of what is left
+        left = max(0.0, budget_s - (time.monotonic() - started))
+        steps = max(1, min(workload.steps, int(0.7 * left / (sum(TIMED_BATCHES) * max(warm, 1e-3)))))
         timed = Workload(workload.width, workload.height, steps)
-        observations = [
-            Observation(images * timed.units, _timed(member, timed, images, model, read_s, request))
-            for images in TIMED_BATCHES
-        ]
+        observations = []
+        for images in TIMED_BATCHES:
+            seconds = _bounded(member, timed, images, model, max(left, budget_s), request, workload, budget_s)
+            observations.append(Observation(images * timed.units, seconds))
     except WorkerError as error:
         member.record_error(error)
         return BenchmarkOutcome(member.name, None, None, str(error))
     cost = CostModel.fit(observations)
-    cost.measured_at = workload.label
+    cost.measured_at = timed.label
     member.cost = cost
     member.calibrated = True
     record = BenchmarkRecord(
@@ -93,6 +99,32 @@ def benchmark_member(
         seconds=round(time.monotonic() - started, 2),
     )
     return BenchmarkOutcome(member.name, cost, record)
+
+
+def _bounded(
+    member: FleetMember,
+    workload: Workload,
+    images: int,
+    model: str | None,
+    read_s: float,
+    request: dict[str, Any],
+    asked: Workload,
+    budget_s: float,
+) -> float:
+    """One timed call; past `read_s` the worker is told to stop and the error says what to change."""
+    try:
+        return _timed(member, workload, images, model, read_s, request)
+    except WorkerTimeout as error:
+        try:
+            member.client.interrupt()  # nothing keeps rendering for a benchmark that gave up
+        except WorkerError as ignored:
+            logger.debug("interrupt after a benchmark timeout failed: %s", ignored)
+        smaller = f"--width {max(64, asked.width // 2)} --height {max(64, asked.height // 2)}"
+        raise WorkerTimeout(
+            member.name,
+            f"{images} image(s) at {workload.label} did not finish within {read_s:.0f} s ({error.detail}); "
+            f"interrupted on the worker. Try a smaller size ({smaller}) or a longer --budget (now {budget_s:g} s).",
+        ) from None
 
 
 def benchmark_each(

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from distributed.benchmark import benchmark_all
+from distributed.benchmark import benchmark_each
 from distributed.compat import copy_with
 from distributed.config import save_config
 from distributed.costmodel import Workload
@@ -61,26 +61,34 @@ def run_benchmark(args: argparse.Namespace) -> int:
         return 2
     fleet = Fleet(config, verify_tls_default=not args.skip_verify)
     members = [m for m in fleet if m.config.enabled]
-    outcomes = benchmark_all(members, Workload(args.width, args.height, args.steps), args.budget, args.model)
-    fleet.close()
-    workers = []
-    failed = 0
-    for member in fleet:
-        outcome = next((o for o in outcomes if o.worker == member.name), None)
-        if outcome is None or outcome.cost is None:
-            failed += outcome is not None
-            print(f"{member.name:>16}: {outcome.error if outcome else 'disabled, not measured'}")
-            workers.append(member.config)
-            continue
-        print(
-            f"{member.name:>16}: {outcome.record.ipm if outcome.record else 0:8.2f} images/min at 512x512, 20 steps; "
-            f"overhead {outcome.cost.overhead_s:.3f} s; measured in {outcome.record.seconds if outcome.record else 0} s"
-        )
-        workers.append(copy_with(member.config, cost_model=outcome.cost.to_state(), benchmark=outcome.record))
+    workload = Workload(args.width, args.height, args.steps)
+    print(f"benchmarking {len(members)} workers at {workload.label}, about {args.budget:g} s each...", flush=True)
+    outcomes = {}
+    try:
+        for outcome in benchmark_each(members, workload, args.budget, args.model):  # each as it finishes
+            outcomes[outcome.worker] = outcome
+            if outcome.cost is None:
+                print(f"{outcome.worker:>16}: failed: {outcome.error}", flush=True)
+            else:
+                reference = outcome.record.ipm if outcome.record else 0
+                speed = f"{outcome.cost.describe()} (overhead {outcome.cost.overhead_s:.3f} s"
+                print(f"{outcome.worker:>16}: {speed}, {reference:.2f} images/min at 512x512, 20 steps)", flush=True)
+    finally:
+        fleet.close()
+    workers = [
+        copy_with(m.config, cost_model=o.cost.to_state(), benchmark=o.record)
+        if (o := outcomes.get(m.name)) is not None and o.cost is not None
+        else m.config
+        for m in fleet
+    ]
+    failed = sum(1 for o in outcomes.values() if o.cost is None)
     if args.config:
         try:
             save_config(copy_with(config, workers=workers), args.config)
         except ConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        print(f"saved {len(outcomes) - failed} measured speeds to {args.config}")
+    elif outcomes:
+        print("not saved: give --config workers.json to keep these speeds")
     return 1 if failed else 0
