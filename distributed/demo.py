@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -63,13 +64,19 @@ def run_demo(args: argparse.Namespace) -> int:
             worker.stop()
     ideal = args.images / sum(SPEEDS.values()) * 60
     write_images(result, args.out)
-    contact_sheet([decode_image_bytes(i.png) for i in result.requested]).save(args.out / "contact-sheet.png")
-    timeline_chart(
-        result,
-        args.out / "timeline.png",
-        ideal_s=ideal,
-        title=f"{len(result.requested)} images on a 5:2:1 fleet: {result.wall_s:.2f} s, ideal {ideal:.2f} s",
+    labels = [f"#{i.index} seed {i.seed}\n{i.worker}" for i in result.requested]
+    contact_sheet([decode_image_bytes(i.png) for i in result.requested], labels=labels).save(
+        args.out / "contact-sheet.png"
     )
+    try:
+        timeline_chart(
+            result,
+            args.out / "timeline.png",
+            ideal_s=ideal,
+            title=f"{len(result.requested)} images on a 5:2:1 fleet: {result.wall_s:.2f} s, ideal {ideal:.2f} s",
+        )
+    except ImportError:
+        print("timeline.png needs matplotlib: pip install 'sd-distributed[charts]'", file=sys.stderr)
     (args.out / "summary.json").write_text(json.dumps(summary_json(result), indent=2), encoding="utf-8")
     print(summary_table(result, ideal_s=ideal))
     print(

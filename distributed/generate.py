@@ -143,6 +143,9 @@ def run_job(config: FleetConfig, spec: JobSpec, verify_tls: bool, show: bool) ->
         job.interrupt()
         if not done.wait(timeout=INTERRUPT_GRACE_S + 0.5):
             raise JobError("interrupted; the job did not stop in time") from None
+    finally:
+        if bars is not None:
+            bars.close()
     if "error" in outcome:
         raise outcome["error"]
     if "result" not in outcome:  # a bug in the job thread: its traceback is on stderr

@@ -6,7 +6,7 @@ import base64
 import binascii
 import io
 
-from PIL import Image, PngImagePlugin
+from PIL import Image, ImageDraw, PngImagePlugin
 
 # Decoding refuses anything larger: a hostile or broken peer must not make us allocate gigabytes.
 MAX_IMAGE_PIXELS = 8192 * 8192
@@ -59,17 +59,26 @@ def png_parameters(image: Image.Image) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def contact_sheet(images: list[Image.Image], columns: int = 6, scale: int = 2, gap: int = 4) -> Image.Image:
-    """All images in a grid, in index order, each enlarged `scale` times (nearest neighbour keeps pixels honest)."""
+def contact_sheet(
+    images: list[Image.Image], columns: int = 6, scale: int = 2, gap: int = 4, labels: list[str] | None = None
+) -> Image.Image:
+    """All images in a grid, in index order, each enlarged `scale` times (nearest neighbour keeps pixels honest),
+    with its label (index, seed, worker) under it when given."""
     if not images:
         raise ValueError("a contact sheet needs at least one image")
     width = max(image.width for image in images) * scale
     height = max(image.height for image in images) * scale
+    caption = 28 if labels else 0
     columns = max(1, min(columns, len(images)))
     rows = -(-len(images) // columns)
-    sheet = Image.new("RGB", (columns * (width + gap) + gap, rows * (height + gap) + gap), (24, 24, 24))
+    sheet = Image.new("RGB", (columns * (width + gap) + gap, rows * (height + caption + gap) + gap), (24, 24, 24))
+    draw = ImageDraw.Draw(sheet)
     for index, image in enumerate(images):
         row, column = divmod(index, columns)
+        left, top = gap + column * (width + gap), gap + row * (height + caption + gap)
         enlarged = image.convert("RGB").resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
-        sheet.paste(enlarged, (gap + column * (width + gap), gap + row * (height + gap)))
+        sheet.paste(enlarged, (left, top))
+        if labels and index < len(labels):
+            for line_number, line in enumerate(labels[index].split("\n")[:2]):
+                draw.text((left + 2, top + height + 2 + 12 * line_number), line, fill=(230, 230, 230))
     return sheet

@@ -15,7 +15,7 @@ setup() {
     fi
     # torch must come first and from pip: resolvers must never pick another build (see constraints.txt)
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check torch==2.13.0
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[worker,dev]"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[worker,dev,charts]"
 }
 
 # The extension runs inside A1111 1.10.1 (gradio 3.41.2, fastapi 0.94, pydantic 1.10, Pillow 9.5) and Forge
@@ -29,7 +29,7 @@ pins_venv() {
     fi
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check torch==2.13.0
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -c constraints.txt -c "$pins" \
-        -r "$pins" pytest pytest-timeout hypothesis playwright
+        -r "$pins" pytest pytest-timeout hypothesis playwright "rich>=13.7,<15"
 }
 
 on_pins() {
