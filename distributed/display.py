@@ -24,10 +24,12 @@ from distributed.jobs import JobResult
 class LiveBars:
     """A rich Progress: one bar per worker (the steps of its current chunk) and one for the whole job."""
 
-    def __init__(self, workers: list[str], total: int, stream: TextIO = sys.stderr) -> None:
+    def __init__(
+        self, workers: list[str], total: int, stream: TextIO = sys.stderr, console: Console | None = None
+    ) -> None:
         self.total = total
         self.stream = stream
-        self.console = Console(file=stream)
+        self.console = console or Console(file=stream)
         self.live = self.console.is_terminal
         self._lock = threading.Lock()
         self._started = time.monotonic()
