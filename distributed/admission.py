@@ -96,12 +96,9 @@ class Admission:
         request, progress = future.result()
         if request:
             self.spec.per_worker[member.name] = request
-        state = progress.get("state") or {}
-        if isinstance(state, dict) and state.get("job_count"):
-            eta = progress.get("eta_relative")
-            self._busy_elsewhere[member.name] = time.monotonic() + (
-                float(eta) if isinstance(eta, (int, float)) else 5.0
-            )
+        busy_for = busy_elsewhere_s(progress)
+        if busy_for is not None:
+            self._busy_elsewhere[member.name] = time.monotonic() + busy_for
         was_usable = member.state.usable
         local.admitted = True
         member.set_state(WorkerState.ONLINE, "" if was_usable else "answered the health probe")
@@ -204,3 +201,19 @@ def _marker(state: object) -> tuple[object, ...] | None:
     if not isinstance(state, dict) or not state.get("job_count"):
         return None
     return (state.get("job_timestamp"), state.get("job_no"), state.get("sampling_step"))
+
+
+def busy_elsewhere_s(progress: dict[str, Any]) -> float | None:
+    """How long a worker stays busy with someone else's work (None: idle). Its own ETA covers only the job it runs;
+    what its progress also shows (requests queued behind that job) is counted as jobs of the same length."""
+    state = progress.get("state") or {}
+    if not isinstance(state, dict) or not state.get("job_count"):
+        return None
+    eta = progress.get("eta_relative")
+    remaining = float(eta) if isinstance(eta, (int, float)) and eta >= 0 else 5.0
+    fraction = progress.get("progress")
+    queued = state.get("queued")
+    if isinstance(queued, int) and queued > 0 and isinstance(fraction, (int, float)) and 0 < fraction <= 1:
+        whole = remaining / max(1e-3, 1.0 - fraction) if fraction < 1 else remaining
+        remaining += queued * whole
+    return remaining

@@ -64,3 +64,12 @@ def test_a_stuck_chunk_is_interrupted_retried_longer_and_its_worker_held_out(slo
     # the second try had twice the deadline: the job's failures say how long each waited
     waits = [float(line.split("after ")[1].split(" s")[0]) for line in job._failures if "after " in line]
     assert len(waits) == 2 and waits[1] >= 1.8 * waits[0], waits
+
+
+def test_the_busy_estimate_counts_the_queue() -> None:
+    from distributed.admission import busy_elsewhere_s
+
+    assert busy_elsewhere_s({"state": {"job_count": 0}}) is None
+    running = {"progress": 0.5, "eta_relative": 5.0, "state": {"job_count": 1}}
+    assert busy_elsewhere_s(running) == 5.0  # A1111 shows no queue: its ETA is all we know
+    assert busy_elsewhere_s({**running, "state": {"job_count": 1, "queued": 2}}) == 5.0 + 2 * 10.0
