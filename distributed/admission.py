@@ -119,16 +119,28 @@ class Admission:
 
     # -- progress of chunks in flight ---------------------------------------------------------------------------
     def _tick_progress(self, pool: ThreadPoolExecutor) -> None:
-        asked = {m.name for kind, m in self._side.values() if kind == "progress"}
+        asked = {m.name for kind, m in self._side.values() if kind in ("progress", "busy")}
         for flight in self._inflight.values():
             if flight.member.name not in asked:
                 self._side[pool.submit(flight.member.client.progress)] = ("progress", flight.member)
                 asked.add(flight.member.name)
+        # a worker busy with someone else's work is checked against what it shows until it is free
+        for member in self.members:
+            if member.name in self._busy_elsewhere and member.name not in asked:
+                self._side[pool.submit(member.client.progress)] = ("busy", member)
 
     def _on_side_done(self, future: Future[Any]) -> None:
         kind, member = self._side.pop(future)
         if kind == "admit":
             self._on_admitted(member, future)
+            return
+        if kind == "busy":
+            if future.exception() is None:
+                busy_for = busy_elsewhere_s(future.result())
+                if busy_for is None:
+                    self._busy_elsewhere.pop(member.name, None)  # free now: it may take work
+                else:  # still busy: its estimate moves with what it shows, never into the past
+                    self._busy_elsewhere[member.name] = time.monotonic() + max(busy_for, 1.0)
             return
         if kind != "progress":
             return

@@ -235,7 +235,13 @@ class Job(Admission, LaneMember):
             return
         candidates = self._candidates()
         busy = {f.member.name for f in self._inflight.values()}
-        idle = [] if now < self._admit_until and self._admitting() else [m for m in candidates if m.name not in busy]
+        # a worker busy elsewhere is planned for (its share waits for it) but sent nothing until it shows it is free:
+        # a chunk queued behind someone else's job could not move to a worker that turns out faster
+        waiting = busy | set(self._busy_elsewhere)
+        if all(m.name in self._busy_elsewhere for m in candidates) and not self._inflight and not self._lane_working():
+            waiting = busy  # nobody else can work: queue behind the other work rather than wait without end
+        admitting = now < self._admit_until and self._admitting()
+        idle = [] if admitting else [m for m in candidates if m.name not in waiting]
         lane = self.lane if self._lane_eligible(candidates) else None
         lane_free = lane is not None and lane.current is None and bool(self._pending)
         if not idle and not lane_free:
@@ -273,16 +279,18 @@ class Job(Admission, LaneMember):
                 del self._extras[member.name]
                 self._send(pool, member, extra, now)
 
+    def _lane_working(self) -> bool:
+        return self.lane is not None and not self.lane.finished and not self.lane.reserve
+
     def _send(self, pool: ThreadPoolExecutor, member: FleetMember, chunk: Chunk, now: float) -> None:
         cost = self._cost(member)
-        waiting = max(0.0, self._busy_elsewhere.pop(member.name, 0.0) - now)
-        predicted = waiting + cost.predict(chunk.count, self.spec.workload)
+        predicted = cost.predict(chunk.count, self.spec.workload)
         # a chunk that missed a deadline before is retried with a deadline twice as long, each time
         retries = max((self._index_misses.get(i, 0) for i in chunk.indices), default=0)
         allowed = (self.timeouts.chunk_min_s + self.timeouts.chunk_factor * predicted) * 2**retries
         payload = self.spec.chunk_payload(chunk)
         future = pool.submit(member.client.generate, self.spec.kind, payload, allowed * READ_FACTOR)
-        self._inflight[future] = InFlight(member, chunk, now, now + allowed, now + predicted, observe=waiting == 0)
+        self._inflight[future] = InFlight(member, chunk, now, now + allowed, now + predicted, observe=True)
         if not chunk.extra:
             self._pending.difference_update(chunk.indices)
         member.set_state(WorkerState.BUSY, "rendering")

@@ -66,6 +66,36 @@ def test_a_stuck_chunk_is_interrupted_retried_longer_and_its_worker_held_out(slo
     assert len(waits) == 2 and waits[1] >= 1.8 * waits[0], waits
 
 
+def test_a_worker_busy_elsewhere_gets_work_only_once_it_shows_it_is_free(slow: LocalWorker) -> None:
+    """`slow` renders someone else's 2 images with 4 more queued behind them (30 s of work). Its progress, half-way
+    into the first request, suggests it is free in about 11 s; nothing of ours may wait in its queue meanwhile."""
+    import threading
+
+    def other(seed: int, images: int) -> None:
+        body = {"prompt": "someone else", "width": 64, "height": 64, "steps": 4, "batch_size": images, "seed": seed}
+        requests.post(f"{slow.url}/sdapi/v1/txt2img", json=body, timeout=120)
+
+    others = [threading.Thread(target=other, args=(seed, n), daemon=True) for seed, n in ((1, 2), (2, 4))]
+    with LocalWorker("idle", threads=1, emulate_ipm=12) as idle:
+        for thread in others:
+            thread.start()
+            threading.Event().wait(0.3)  # in this order on the worker
+        threading.Event().wait(5.3)  # half of the first request done; the second still queued
+        known = {"overhead_s": 0.05, "seconds_per_unit": 5.0 / Workload(64, 64, 4).units}
+        data = {
+            "workers": [{"name": "busy", "url": slow.url, "cost_model": known},
+                        {"name": "idle", "url": idle.url, "cost_model": known}],
+            "options": {"timeouts": TIMEOUTS},
+        }  # fmt: skip
+        result = Job(Fleet(validate(FleetConfig, data)), _spec(4, 30)).run()
+    for thread in others:
+        thread.join(timeout=60)
+    assert [image.seed for image in result.requested] == [30, 31, 32, 33]
+    # the other work ends about 24 s into our job; before that, nothing of ours was sent to `busy`
+    starts = [start for start, _, _ in result.workers["busy"].spans]
+    assert all(start > 20.0 for start in starts), (starts, {n: s.images for n, s in result.workers.items()})
+
+
 def test_the_busy_estimate_counts_the_queue() -> None:
     from distributed.admission import busy_elsewhere_s
 
