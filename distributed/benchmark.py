@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import math
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -76,14 +77,25 @@ def benchmark_member(
     warm_load = Workload(workload.width, workload.height, 1)
     try:
         # a first call may load a model: it gets three budgets, and is interrupted after that
-        warm = _bounded(member, warm_load, 1, model, 3 * budget_s, request, workload, budget_s)
+        step_s = _bounded(member, warm_load, 1, model, 3 * budget_s, request, workload, budget_s)
+        if step_s > budget_s / 2:  # perhaps mostly loading: time one step again
+            step_s = min(step_s, _bounded(member, warm_load, 1, model, 2 * step_s, request, workload, budget_s))
+        rounds = sum(TIMED_BATCHES)
+        if rounds * step_s > 3 * budget_s:  # even one step per image would overrun: say so before trying
+            raise WorkerTimeout(
+                member.name,
+                f"one step of a {workload.width}x{workload.height} image takes {step_s:.1f} s, so timing "
+                f"{rounds} images would take about {rounds * step_s:.0f} s. Try a smaller size "
+                f"({_smaller(workload)}) or --budget {math.ceil(rounds * step_s * 1.5)}.",
+            )
         # 1 + 2 + 4 images at `steps` should take about 70% of what is left
         left = max(0.0, budget_s - (time.monotonic() - started))
-        steps = max(1, min(workload.steps, int(0.7 * left / (sum(TIMED_BATCHES) * max(warm, 1e-3)))))
+        steps = max(1, min(workload.steps, int(0.7 * left / (rounds * step_s))))
         timed = Workload(workload.width, workload.height, steps)
         observations = []
         for images in TIMED_BATCHES:
-            seconds = _bounded(member, timed, images, model, max(left, budget_s), request, workload, budget_s)
+            read_s = max(budget_s, 3 * images * steps * step_s)
+            seconds = _bounded(member, timed, images, model, read_s, request, workload, budget_s)
             observations.append(Observation(images * timed.units, seconds))
     except WorkerError as error:
         member.record_error(error)
@@ -119,12 +131,16 @@ def _bounded(
             member.client.interrupt()  # nothing keeps rendering for a benchmark that gave up
         except WorkerError as ignored:
             logger.debug("interrupt after a benchmark timeout failed: %s", ignored)
-        smaller = f"--width {max(64, asked.width // 2)} --height {max(64, asked.height // 2)}"
         raise WorkerTimeout(
             member.name,
             f"{images} image(s) at {workload.label} did not finish within {read_s:.0f} s ({error.detail}); "
-            f"interrupted on the worker. Try a smaller size ({smaller}) or a longer --budget (now {budget_s:g} s).",
+            f"interrupted on the worker. Try a smaller size ({_smaller(asked)}) or a longer --budget "
+            f"(now {budget_s:g} s).",
         ) from None
+
+
+def _smaller(workload: Workload) -> str:
+    return f"--width {max(64, workload.width // 2)} --height {max(64, workload.height // 2)}"
 
 
 def benchmark_each(
