@@ -19,6 +19,7 @@ from distributed.errors import ConfigError, DistributedError, JobError
 from distributed.fleet import Fleet
 from distributed.jobs import JobResult, JobSpec, fixed_seed
 from distributed.jobstate import INTERRUPT_GRACE_S
+from distributed.scheduler import contiguous_runs
 from distributed.speedcache import remember_speeds, with_cached_speeds
 
 logger = logging.getLogger(__name__)
@@ -197,10 +198,5 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def _ranges(indices: list[int]) -> str:
-    runs: list[list[int]] = []
-    for index in indices:
-        if runs and runs[-1][-1] == index - 1:
-            runs[-1].append(index)
-        else:
-            runs.append([index])
+    runs = contiguous_runs(indices)
     return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)

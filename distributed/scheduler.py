@@ -178,7 +178,7 @@ def plan(
     # fastest first: the quickest worker takes the lowest indices (its images arrive first)
     order = sorted(counts, key=lambda name: by_name[name].per_image_s)
     chunks: list[Chunk] = []
-    runs = _runs(pending)
+    runs = contiguous_runs(pending)
     for name in order:
         for size in pieces[name]:
             chunks += _take(runs, size, name)
@@ -189,7 +189,8 @@ def plan(
     return Plan(chunks, finish, shares)
 
 
-def _runs(pending: list[int]) -> list[list[int]]:
+def contiguous_runs(pending: list[int]) -> list[list[int]]:
+    """Sorted indices as runs of consecutive numbers: [1, 2, 3, 7, 8] -> [[1, 2, 3], [7, 8]]."""
     runs: list[list[int]] = []
     for index in pending:
         if runs and runs[-1][-1] == index - 1:
