@@ -144,7 +144,8 @@ def test_a_frozen_worker_is_abandoned_and_its_images_made_elsewhere(fleet_worker
     _check_complete(result, 6, 300)
     assert result.workers["frozen"].failed_chunks == 1
     assert fleet.members["frozen"].state == WorkerState.OFFLINE
-    assert "stopped answering" in (fleet.members["frozen"].status.last_error or "")
+    # the chunk was given up on for its unanswered progress calls (later probes may have failed too)
+    assert any("frozen" in f and "stopped answering" in f for f in result.failures), result.failures
     assert elapsed < 30  # found dead by its unanswered progress calls, long before the 10 s + 3x chunk deadline
 
 
