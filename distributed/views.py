@@ -6,6 +6,7 @@ from typing import Optional
 
 from pydantic import BaseModel, Field, SecretStr
 
+from distributed.compat import StrictModel
 from distributed.config import BenchmarkRecord, Caps, FleetOptions
 from distributed.fleet import FleetMember
 
@@ -35,8 +36,9 @@ class WorkerView(BaseModel):
     progress: Optional[float] = None  # 0..1 of its current chunk, while busy
 
 
-class WorkerInput(BaseModel):
-    """A worker as the tab's form or a REST client gives it. An empty password keeps the stored one."""
+class WorkerInput(StrictModel):
+    """A worker as the tab's form or a REST client gives it. An empty password keeps the stored one. Unknown keys
+    are refused (422 naming the key): a misspelt `pasword` must not be dropped silently."""
 
     name: str
     url: str
@@ -80,7 +82,7 @@ class VersionView(BaseModel):
     api: int = 1
 
 
-class BenchmarkRequest(BaseModel):
+class BenchmarkRequest(StrictModel):
     workers: list[str] = Field(default_factory=list)  # empty: every enabled worker; "master": this machine
     width: int = Field(512, ge=64, le=4096)  # the workload timed; speeds are quoted at 512x512, 20 steps
     height: int = Field(512, ge=64, le=4096)

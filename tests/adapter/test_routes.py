@@ -166,3 +166,14 @@ def test_benchmarking_the_master_without_its_api_says_why(manager: FleetManager)
         answer = requests.post(f"{api}/distributed/v1/benchmark", json=body, timeout=TIMEOUT)
         assert answer.status_code == 409 and "--api" in answer.json()["detail"], answer.text
     assert OwnApi(None).url is None
+
+
+def test_unknown_keys_are_refused_naming_the_key(api: str, manager: FleetManager) -> None:
+    body = {"name": "lab", "url": "http://127.0.0.1:9", "max_bach": 4, "pasword": "p"}
+    answer = requests.post(f"{api}/distributed/v1/workers", json=body, timeout=TIMEOUT)
+    assert answer.status_code == 422, answer.text
+    named = {str(error["loc"][-1]) for error in answer.json()["detail"]}
+    assert {"max_bach", "pasword"} <= named, answer.text
+    assert manager.workers() == []  # nothing was written
+    bench = requests.post(f"{api}/distributed/v1/benchmark", json={"workers": [], "widht": 64}, timeout=TIMEOUT)
+    assert bench.status_code == 422 and "widht" in bench.text
