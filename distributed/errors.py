@@ -11,8 +11,9 @@ DistributedError
 │   ├── WorkerHTTPError         any other HTTP error status; `.status`
 │   └── WorkerInvalidResponse   an answer that is not what the API promises (bad JSON, wrong image count...)
 └── JobError                    a whole job could not finish
-    ├── NoWorkersError          no worker is usable for this job (all offline, none enabled...)
-    └── JobInterrupted          the user interrupted the job
+    └── NoWorkersError          no worker is usable for this job (all offline, none enabled...)
+
+An interrupted job is not an error: it returns a JobResult with `interrupted` set and the images that arrived.
 """
 
 from __future__ import annotations
@@ -91,6 +92,3 @@ class JobError(DistributedError):
 class NoWorkersError(JobError):
     pass
 
-
-class JobInterrupted(JobError):
-    pass
