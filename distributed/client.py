@@ -103,6 +103,7 @@ class WorkerClient:
         timeout = self._timeout(read_s)
         # the read timeout bounds each wait for bytes; this bounds the whole answer (a worker trickling bytes)
         deadline = time.monotonic() + timeout[0] + timeout[1]
+        sent = time.monotonic()
         try:
             with self.session.request(
                 method, url, json=payload, timeout=timeout, stream=True, verify=self.verify
@@ -110,7 +111,10 @@ class WorkerClient:
                 body = self._read_capped(response, path, deadline)
                 status = response.status_code
         except requests.exceptions.RequestException as exc:
+            logger.debug("%s %s failed after %.3f s", method, url, time.monotonic() - sent)
             raise self._mapped(exc, method, url, timeout) from None
+        # --distributed-debug: every request (the URL never holds credentials: config refuses them; auth is a header)
+        logger.debug("%s %s -> %d in %.3f s (%d bytes)", method, url, status, time.monotonic() - sent, len(body))
         return self._decode(f"{method} {url}", path, status, body, payload)
 
     def _mapped(self, exc: requests.exceptions.RequestException, method: str, url: str, timeout: Any) -> WorkerError:

@@ -257,6 +257,8 @@ class Job(Admission, LaneMember):
             }
             self._extra_limit = now + with_extras.makespan_s
         result = plan(self._pending, slots) if self._pending else None
+        if result is not None:
+            logger.debug("plan for %d pending images: %s", len(self._pending), result.shares)
         if lane is not None and lane_free and result is not None:
             pieces = result.for_worker(lane.name)
             if pieces:

@@ -10,7 +10,7 @@ import pytest
 
 from distributed.client import WorkerClient
 from distributed.compat import validate
-from distributed.config import Timeouts, WorkerConfig
+from distributed.config import FleetConfig, Timeouts, WorkerConfig
 from distributed.display import summary_table
 from distributed.errors import WorkerHTTPError, WorkerTLSError, WorkerUnreachable
 from distributed.jobs import JobResult, WorkerStats
@@ -75,3 +75,25 @@ def test_the_summary_says_why_a_worker_made_no_images() -> None:
     assert "a made no images: worker 'a': GET http://h:1" in text
     assert "b made no images: worker 'b': has no checkpoint" in text
     assert "c made no images: the plan gave it no images" in text
+
+
+def test_debug_logging_names_every_request_and_plan(caplog: pytest.LogCaptureFixture) -> None:
+    """--distributed-debug's promise: requests (method, URL, status, time) and plans in the log."""
+    import logging
+
+    from distributed.costmodel import Workload
+    from distributed.dispatcher import Job
+    from distributed.fleet import Fleet
+    from distributed.jobs import JobSpec
+    from distributed.localfleet import LocalWorker
+
+    caplog.set_level(logging.DEBUG, logger="distributed")
+    with LocalWorker("logged", threads=1) as worker:
+        config = validate(FleetConfig, {"workers": [{"name": "logged", "url": worker.url}]})
+        spec = JobSpec("txt2img", {"prompt": "x", "width": 64, "height": 64, "steps": 2}, 2, 5, 5,
+                       workload=Workload(64, 64, 2))  # fmt: skip
+        Job(Fleet(config), spec).run()
+    text = caplog.text
+    assert f"POST {worker.url}/sdapi/v1/txt2img -> 200 in " in text
+    assert f"GET {worker.url}/sdapi/v1/progress?skip_current_image=true -> 200" in text
+    assert "plan for 2 pending images: {'logged': " in text
