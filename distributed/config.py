@@ -206,8 +206,9 @@ def config_to_json(config: FleetConfig) -> dict[str, Any]:
     return data
 
 
-def save_config(config: FleetConfig, path: Path) -> None:
-    """Atomically replace `path`; keeps `path.bak`; refuses to replace a file that does not parse."""
+def save_config(config: FleetConfig, path: Path, keep_backup: bool = True) -> None:
+    """Atomically replace `path`; keeps `path.bak` (unless only learned speeds changed: the backup then stays the
+    last version a person wrote); refuses to replace a file that does not parse."""
     _semantic_checks(config, str(path))
     text = json.dumps(config_to_json(config), indent=2) + "\n"
     mode = 0o600 if config.has_secret else 0o644
@@ -220,7 +221,7 @@ def save_config(config: FleetConfig, path: Path) -> None:
                     f"not saved: the file on disk does not parse and would be lost ({exc}); fix or move it first",
                     path=str(path),
                 ) from exc
-        _atomic_write(path, text, mode, keep_backup=True)
+        _atomic_write(path, text, mode, keep_backup=keep_backup)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -91,4 +91,3 @@ class JobError(DistributedError):
 
 class NoWorkersError(JobError):
     pass
-

@@ -22,6 +22,7 @@ from distributed.benchmark import BenchmarkOutcome, benchmark_each, benchmark_me
 from distributed.client import WorkerClient
 from distributed.compat import copy_with, dump, error_locations, validate
 from distributed.config import (
+    CostModelState,
     FleetConfig,
     FleetOptions,
     WorkerConfig,
@@ -312,21 +313,29 @@ class FleetManager:
             self._save_learned()
 
     def _save_learned(self) -> None:
-        """Learned speeds to workers.json: file workers in their entries, the master and flag workers under
-        `learned`."""
+        """Learned speeds to workers.json (file workers in their entries, the master and flag workers under
+        `learned`), only when one changed materially; the live fleet is not rebuilt and `.bak` keeps the last
+        version a person wrote."""
         learned = dict(self._file.learned)
         if self.master_cost is not None and self.master_cost.observations:
             learned[MASTER] = self.master_cost.to_state()
         file_names = {w.name for w in self._file.workers}
-        for member in self.fleet:
-            if member.name not in file_names and member.calibrated and member.cost is not None:
-                learned[member.name] = member.cost.to_state()
-        if not learned and not any(m.calibrated for m in self.fleet):
+        costs = {m.name: m.cost.to_state() for m in self.fleet if m.calibrated and m.cost is not None}
+        learned.update({name: state for name, state in costs.items() if name not in file_names})
+        workers = [copy_with(w, cost_model=costs.get(w.name) or w.cost_model) for w in self._file.workers]
+        before = {**{w.name: w.cost_model for w in self._file.workers}, **self._file.learned}
+        after = {**{w.name: w.cost_model for w in workers}, **learned}
+        if not any(_changed(before.get(name), state) for name, state in after.items()):
             return
+        updated = copy_with(
+            self._file, workers=[dump(w) for w in workers], learned={k: dump(v) for k, v in learned.items()}
+        )
         try:
-            self._commit(copy_with(self._file, learned={k: dump(v) for k, v in learned.items()}))
+            save_config(updated, self.path, keep_backup=False)
         except ConfigError as error:
             logger.warning("learned speeds not saved: %s", error)
+            return
+        self._file = updated
 
     def close(self) -> None:
         self.prober.stop()
@@ -339,3 +348,16 @@ def _plain(config: FleetConfig | WorkerConfig) -> dict:  # type: ignore[type-arg
     if isinstance(config, FleetConfig):
         return config_to_json(config)
     return config_to_json(FleetConfig(workers=[config]))["workers"][0]  # type: ignore[no-any-return]
+
+
+SPEED_CHANGE = 0.05  # a learned speed is saved again when it moved by more than this (relative)
+
+
+def _changed(old: CostModelState | None, new: CostModelState | None) -> bool:
+    if new is None:
+        return False
+    if old is None:
+        return True
+    slope = abs(new.seconds_per_unit - old.seconds_per_unit) / max(old.seconds_per_unit, 1e-12)
+    overhead = abs(new.overhead_s - old.overhead_s)
+    return slope > SPEED_CHANGE or overhead > max(0.05, SPEED_CHANGE * old.overhead_s)

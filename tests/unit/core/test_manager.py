@@ -101,3 +101,34 @@ def test_learned_speeds_of_the_master_and_flag_workers_survive_a_restart(tmp_pat
     assert restarted.source("desk") == "--distributed-remotes"  # remembered, not turned into a file worker
     assert "images/min at 64x64, 4 steps" in restarted.status().master_speed
     restarted.close()
+
+
+def test_learned_speeds_are_saved_only_when_they_move_and_never_push_out_the_users_backup(tmp_path: Path) -> None:
+    from distributed.costmodel import CostModel, Workload
+    from distributed.jobs import JobResult, WorkerStats
+
+    workload = Workload(64, 64, 4)
+    path = tmp_path / "workers.json"
+    path.write_text(json.dumps({"workers": [{"name": "desk", "url": "http://h:1"}]}), encoding="utf-8")
+    manager = FleetManager(path, [])
+    manager.update("desk", WorkerInput(name="desk", url="http://h:2"))  # a person's edit: the file before is .bak
+    backup = (tmp_path / "workers.json.bak").read_text(encoding="utf-8")
+    fleet = manager.fleet
+    desk = fleet.members["desk"]
+    desk.cost, desk.calibrated = CostModel(0.1, 1.0 / workload.units), True
+    result = JobResult([], 1.0, {"desk": WorkerStats(images=1, busy_s=1.0)}, [])
+
+    manager.job_finished(result, workload)
+    saved = path.read_text(encoding="utf-8")
+    assert json.loads(saved)["workers"][0]["cost_model"]["seconds_per_unit"] == pytest.approx(1.0 / workload.units)
+    assert (tmp_path / "workers.json.bak").read_text(encoding="utf-8") == backup  # still the person's version
+    assert manager.fleet is fleet  # not rebuilt (no new clients, no repeated TLS warnings)
+
+    desk.cost = CostModel(0.1, 1.01 / workload.units)  # 1%: not worth a write
+    manager.job_finished(result, workload)
+    assert path.read_text(encoding="utf-8") == saved
+    desk.cost = CostModel(0.1, 1.5 / workload.units)  # 50%: saved
+    manager.job_finished(result, workload)
+    assert path.read_text(encoding="utf-8") != saved
+    assert (tmp_path / "workers.json.bak").read_text(encoding="utf-8") == backup
+    manager.close()
