@@ -286,13 +286,15 @@ class Job(Admission, LaneMember):
 
     def _send(self, pool: ThreadPoolExecutor, member: FleetMember, chunk: Chunk, now: float) -> None:
         cost = self._cost(member)
-        predicted = cost.predict(chunk.count, self.spec.workload)
+        # only sent while busy elsewhere when nobody else can work: it waits in that worker's queue first
+        waiting = max(0.0, self._busy_elsewhere.pop(member.name, 0.0) - now)
+        predicted = waiting + cost.predict(chunk.count, self.spec.workload)
         # a chunk that missed a deadline before is retried with a deadline twice as long, each time
         retries = max((self._index_misses.get(i, 0) for i in chunk.indices), default=0)
         allowed = (self.timeouts.chunk_min_s + self.timeouts.chunk_factor * predicted) * 2**retries
         payload = self.spec.chunk_payload(chunk)
         future = pool.submit(member.client.generate, self.spec.kind, payload, allowed * READ_FACTOR)
-        self._inflight[future] = InFlight(member, chunk, now, now + allowed, now + predicted, observe=True)
+        self._inflight[future] = InFlight(member, chunk, now, now + allowed, now + predicted, observe=waiting == 0)
         if not chunk.extra:
             self._pending.difference_update(chunk.indices)
         member.set_state(WorkerState.BUSY, "rendering")

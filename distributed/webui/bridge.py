@@ -28,17 +28,16 @@ from distributed.manager import FleetManager
 from distributed.payload import lora_names
 from distributed.preflight import Needs, prepare_worker
 from distributed.scheduler import Chunk
-from distributed.webui.fields import CARRIED_OPTIONS, LISTS, build_spec, read_checkpoint, script_args, to_tensor
+from distributed.webui.fields import LISTS, build_spec, read_checkpoint, script_args, to_tensor
 
 logger = logging.getLogger("distributed")
 
 WAIT_TICK_S = 0.25  # how often the wait refreshes the webui's progress and reads its Interrupt/Skip flags
-__all__ = ["CARRIED_OPTIONS", "Choice", "WebuiJob", "start"]
 
 
 @dataclass
 class Choice:
-    """The accordion's values for one job (None: follow the saved options)."""
+    """The accordion's values for one job, the saved options already applied where it said "as saved"."""
 
     enabled: bool
     workers: list[str]
