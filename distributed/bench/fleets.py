@@ -7,15 +7,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from distributed.benchmark import benchmark_all
+from distributed.cli.localfleet import LocalWorker, start_all
 from distributed.compat import validate
-from distributed.config import FleetConfig
-from distributed.costmodel import CostModel, Workload
-from distributed.dispatcher import Job
-from distributed.fleet import Fleet, FleetMember
-from distributed.jobs import JobResult, JobSpec, check_response
-from distributed.localfleet import LocalWorker, start_all
-from distributed.scheduler import Chunk
+from distributed.engine.benchmark import benchmark_all
+from distributed.engine.config import FleetConfig
+from distributed.engine.costmodel import CostModel, Workload
+from distributed.engine.dispatcher import Job
+from distributed.engine.fleet import Fleet, FleetMember
+from distributed.engine.jobs import JobResult, JobSpec, check_response
+from distributed.engine.scheduler import Chunk
 
 WORKLOAD = Workload(64, 64, 4)
 PAYLOAD = {"prompt": "a lighthouse at dusk", "width": 64, "height": 64, "steps": 4, "sampler_name": "Euler a"}

@@ -11,15 +11,15 @@ from typing import Any
 import requests
 
 from distributed.bench.fleets import LocalFleet, equal_shares, proportional_shares, run_ours, run_static, spec
-from distributed.client import WorkerClient
+from distributed.cli.localfleet import LocalWorker
 from distributed.compat import validate
-from distributed.config import Timeouts, WorkerConfig
-from distributed.costmodel import CostModel, Workload
-from distributed.dispatcher import Job, ProgressEvent
+from distributed.engine.client import WorkerClient
+from distributed.engine.config import Timeouts, WorkerConfig
+from distributed.engine.costmodel import CostModel, Workload
+from distributed.engine.dispatcher import Job, ProgressEvent
+from distributed.engine.jobs import JobSpec, check_response
+from distributed.engine.scheduler import Chunk
 from distributed.images import decode_image_bytes
-from distributed.jobs import JobSpec, check_response
-from distributed.localfleet import LocalWorker
-from distributed.scheduler import Chunk
 
 
 @dataclass

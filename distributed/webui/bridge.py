@@ -18,16 +18,16 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from distributed.costmodel import prior
-from distributed.dispatcher import Job, ProgressEvent
+from distributed.engine.costmodel import prior
+from distributed.engine.dispatcher import Job, ProgressEvent
+from distributed.engine.jobs import JobResult, JobSpec
+from distributed.engine.lane import MASTER, Ask, LocalLane
+from distributed.engine.scheduler import Chunk
 from distributed.errors import JobError
 from distributed.images import decode_image_bytes
-from distributed.jobs import JobResult, JobSpec
-from distributed.lane import MASTER, Ask, LocalLane
-from distributed.manager import FleetManager
-from distributed.payload import lora_names
-from distributed.preflight import Needs, prepare_worker
-from distributed.scheduler import Chunk
+from distributed.master.manager import FleetManager
+from distributed.master.payload import lora_names
+from distributed.master.preflight import Needs, prepare_worker
 from distributed.webui.fields import LISTS, build_spec, read_checkpoint, script_args, to_tensor
 
 logger = logging.getLogger("distributed")

@@ -7,9 +7,9 @@ from typing import Any
 
 from PIL import Image
 
-from distributed.costmodel import Workload
-from distributed.jobs import JobSpec
-from distributed.payload import Checkpoint, ScriptArgs, allowed_fields, build_payload, encode_image
+from distributed.engine.costmodel import Workload
+from distributed.engine.jobs import JobSpec
+from distributed.master.payload import Checkpoint, ScriptArgs, allowed_fields, build_payload, encode_image
 
 CARRIED_OPTIONS = ("CLIP_stop_at_last_layers", "eta_noise_seed_delta", "randn_source")  # change the picture
 LISTS = (

@@ -14,12 +14,12 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
 from distributed import __version__
-from distributed.config import FleetOptions, parse_api_auth
-from distributed.costmodel import Workload
+from distributed.engine.config import FleetOptions, parse_api_auth
+from distributed.engine.costmodel import Workload
+from distributed.engine.lane import MASTER
 from distributed.errors import ConfigError
-from distributed.lane import MASTER
-from distributed.manager import FleetManager
-from distributed.views import (
+from distributed.master.manager import FleetManager
+from distributed.master.views import (
     BenchmarkRequest,
     BenchmarkResultView,
     MessageView,

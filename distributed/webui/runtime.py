@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distributed.config import FleetConfig, parse_api_auth, parse_remotes
+from distributed.engine.config import FleetConfig, parse_api_auth, parse_remotes
 from distributed.errors import ConfigError
-from distributed.manager import FleetManager
+from distributed.master.manager import FleetManager
 
 logger = logging.getLogger("distributed")
 EXTENSION_ROOT = Path(__file__).resolve().parents[2]

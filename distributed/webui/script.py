@@ -9,7 +9,7 @@ from typing import Any
 
 from modules import images, scripts, shared
 
-from distributed.lane import MASTER
+from distributed.engine.lane import MASTER
 from distributed.webui import bridge
 from distributed.webui.runtime import runtime
 from distributed.webui.ui import AS_SAVED, EXTRA_CHOICES, MASTER_CHOICES, accordion, choice_value

@@ -12,12 +12,12 @@ from typing import Any
 
 import gradio as gr
 
-from distributed.config import FleetOptions, Timeouts
-from distributed.costmodel import REFERENCE, Workload
+from distributed.engine.config import FleetOptions, Timeouts
+from distributed.engine.costmodel import REFERENCE, Workload
 from distributed.errors import ConfigError
-from distributed.manager import FleetManager
-from distributed.statushtml import throughput_chart, workers_table
-from distributed.views import WorkerInput
+from distributed.master.manager import FleetManager
+from distributed.master.statushtml import throughput_chart, workers_table
+from distributed.master.views import WorkerInput
 from distributed.webui.runtime import OwnApi
 
 NEW = "(new worker)"

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from distributed import __version__
-from distributed.config import parse_api_auth
+from distributed.engine.config import parse_api_auth
 from distributed.worker.checkpoints import ModelNotFoundError
 from distributed.worker.requests_check import RequestFieldError
 from distributed.worker.samplers import sampler_listing, schedule_listing

@@ -60,7 +60,7 @@ def run_worker(args: argparse.Namespace) -> int:
     import torch
     import uvicorn
 
-    from distributed.config import parse_api_auth
+    from distributed.engine.config import parse_api_auth
     from distributed.worker.app import create_app
     from distributed.worker.service import WorkerService
 

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 FAKE = Path(__file__).resolve().parent / "fakewebui"
 sys.path.insert(0, str(FAKE))
 
-from distributed.localfleet import LocalWorker, start_all  # noqa: E402
+from distributed.cli.localfleet import LocalWorker, start_all  # noqa: E402
 
 
 def load_script_file() -> ModuleType:

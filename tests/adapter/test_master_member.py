@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import requests
 
-from distributed.costmodel import Workload
-from distributed.localfleet import LocalWorker, free_port
+from distributed.cli.localfleet import LocalWorker, free_port
+from distributed.engine.costmodel import Workload
 from tests.adapter.test_script import make_p, run
 
 WORKLOAD = Workload(64, 64, 4)
@@ -193,8 +193,8 @@ def test_settings_changed_after_start_apply_to_the_next_job(
 ) -> None:
     from modules import processing
 
-    from distributed.config import FleetOptions
-    from distributed.views import WorkerInput
+    from distributed.engine.config import FleetOptions
+    from distributed.master.views import WorkerInput
     from distributed.webui.runtime import runtime
     from distributed.webui.ui import AS_SAVED
 

@@ -17,9 +17,9 @@ import requests
 import uvicorn
 from fastapi import FastAPI
 
-from distributed.localfleet import LocalWorker
-from distributed.manager import FleetManager
-from distributed.views import WorkerInput
+from distributed.cli.localfleet import LocalWorker
+from distributed.master.manager import FleetManager
+from distributed.master.views import WorkerInput
 from distributed.webui.routes import add_routes
 
 SECRET = "hunter2-do-not-show"

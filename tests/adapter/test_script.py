@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import requests
 
+from distributed.cli.localfleet import LocalWorker
 from distributed.images import decode_image_bytes
-from distributed.localfleet import LocalWorker
 from tests.adapter.conftest import load_script_file
 
 PROMPT = "a lighthouse at dusk"
@@ -133,7 +133,7 @@ def test_orchestrator_only_master_renders_nothing(webui: Any, fleet_workers: dic
 
 
 def test_unreachable_worker_loses_nothing(webui: Any, fleet_workers: dict[str, LocalWorker]) -> None:
-    from distributed.localfleet import free_port
+    from distributed.cli.localfleet import free_port
 
     write_workers(webui, {"fast": fleet_workers["fast"].url, "gone": f"http://127.0.0.1:{free_port()}"})
     processed = run(make_p(batch_size=6, seed=300), [True, [], False, False])
@@ -145,7 +145,7 @@ def test_unreachable_worker_loses_nothing(webui: Any, fleet_workers: dict[str, L
 def test_every_worker_gone_master_renders_the_rest(webui: Any) -> None:
     from modules import processing
 
-    from distributed.localfleet import free_port
+    from distributed.cli.localfleet import free_port
 
     write_workers(webui, {"gone": f"http://127.0.0.1:{free_port()}"}, timeouts={"no_worker_s": 0})
     processed = run(make_p(batch_size=4, seed=40), [True, [], True, False])
@@ -262,7 +262,7 @@ def test_seed_lists_set_by_another_script_keep_the_job_local(webui: Any, fleet_w
 
 def test_a_broken_workers_json_starts_empty_names_the_file_and_is_never_overwritten(webui: Any) -> None:
     from distributed.errors import ConfigError
-    from distributed.views import WorkerInput
+    from distributed.master.views import WorkerInput
     from distributed.webui.runtime import runtime
 
     path = Path(webui.cmd_opts.distributed_config)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from distributed.localfleet import LocalWorker
+from distributed.cli.localfleet import LocalWorker
 
 SHARED_MODEL = Path(__file__).resolve().parents[3] / "shared" / "webui-tiny-model"
 AUTH = ("alice", "s3cret:with-colon")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import requests
 
-from distributed.localfleet import LocalWorker, start_all
+from distributed.cli.localfleet import LocalWorker, start_all
 
 
 def _benchmark(*args: str) -> subprocess.CompletedProcess[str]:

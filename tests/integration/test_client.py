@@ -10,11 +10,14 @@ from typing import Any
 
 import pytest
 
-from distributed.client import WorkerClient
+from distributed.cli.localfleet import LocalWorker
 from distributed.compat import validate
-from distributed.config import FleetConfig, Timeouts, WorkerConfig
-from distributed.costmodel import Workload
-from distributed.dispatcher import Job
+from distributed.engine.client import WorkerClient
+from distributed.engine.config import FleetConfig, Timeouts, WorkerConfig
+from distributed.engine.costmodel import Workload
+from distributed.engine.dispatcher import Job
+from distributed.engine.fleet import Fleet
+from distributed.engine.jobs import JobSpec
 from distributed.errors import (
     JobError,
     WorkerAuthError,
@@ -24,9 +27,6 @@ from distributed.errors import (
     WorkerTimeout,
     WorkerUnreachable,
 )
-from distributed.fleet import Fleet
-from distributed.jobs import JobSpec
-from distributed.localfleet import LocalWorker
 from tests.faults import IDLE_PROGRESS, fake_worker
 
 TIMEOUTS = validate(Timeouts, {"connect_s": 1.0, "probe_s": 1.0})

@@ -8,13 +8,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from distributed.client import WorkerClient
+from distributed.cli.display import summary_table
+from distributed.cli.localfleet import free_port
 from distributed.compat import validate
-from distributed.config import FleetConfig, Timeouts, WorkerConfig
-from distributed.display import summary_table
+from distributed.engine.client import WorkerClient
+from distributed.engine.config import FleetConfig, Timeouts, WorkerConfig
+from distributed.engine.jobs import JobResult, WorkerStats
 from distributed.errors import WorkerHTTPError, WorkerTLSError, WorkerUnreachable
-from distributed.jobs import JobResult, WorkerStats
-from distributed.localfleet import free_port
 
 
 class _NotFound(BaseHTTPRequestHandler):
@@ -81,11 +81,11 @@ def test_debug_logging_names_every_request_and_plan(caplog: pytest.LogCaptureFix
     """--distributed-debug's promise: requests (method, URL, status, time) and plans in the log."""
     import logging
 
-    from distributed.costmodel import Workload
-    from distributed.dispatcher import Job
-    from distributed.fleet import Fleet
-    from distributed.jobs import JobSpec
-    from distributed.localfleet import LocalWorker
+    from distributed.cli.localfleet import LocalWorker
+    from distributed.engine.costmodel import Workload
+    from distributed.engine.dispatcher import Job
+    from distributed.engine.fleet import Fleet
+    from distributed.engine.jobs import JobSpec
 
     caplog.set_level(logging.DEBUG, logger="distributed")
     with LocalWorker("logged", threads=1) as worker:

@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pytest
 
+from distributed.cli.localfleet import LocalWorker, start_all
 from distributed.compat import validate
-from distributed.config import FleetConfig
-from distributed.costmodel import Workload
-from distributed.dispatcher import Job, ProgressEvent
+from distributed.engine.config import FleetConfig
+from distributed.engine.costmodel import Workload
+from distributed.engine.dispatcher import Job, ProgressEvent
+from distributed.engine.fleet import Fleet, WorkerState
+from distributed.engine.jobs import JobResult, JobSpec
 from distributed.errors import NoWorkersError
-from distributed.fleet import Fleet, WorkerState
 from distributed.images import decode_image_bytes, png_parameters
 from distributed.infotext import parse_infotext
-from distributed.jobs import JobResult, JobSpec
-from distributed.localfleet import LocalWorker, start_all
 from tests.faults import fake_worker, hangs_on_generation
 from tests.helpers import max_diff, ok, txt2img
 from tests.integration.conftest import AUTH

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from distributed.localfleet import LocalWorker, start_all
+from distributed.cli.localfleet import LocalWorker, start_all
 
 SIZE = ["--width", "64", "--height", "64", "--steps", "4"]
 

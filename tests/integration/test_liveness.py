@@ -8,14 +8,14 @@ from collections.abc import Iterator
 import pytest
 import requests
 
+from distributed.cli.localfleet import LocalWorker
 from distributed.compat import validate
-from distributed.config import FleetConfig
-from distributed.costmodel import Workload
-from distributed.dispatcher import Job
+from distributed.engine.config import FleetConfig
+from distributed.engine.costmodel import Workload
+from distributed.engine.dispatcher import Job
+from distributed.engine.fleet import Fleet
+from distributed.engine.jobs import JobSpec
 from distributed.errors import NoWorkersError
-from distributed.fleet import Fleet
-from distributed.jobs import JobSpec
-from distributed.localfleet import LocalWorker
 from tests.faultproxy import Fault, fault_proxy
 
 TIMEOUTS = {"connect_s": 1.0, "probe_s": 1.0, "chunk_min_s": 2.0, "chunk_factor": 1.0, "no_worker_s": 0.0}
@@ -97,7 +97,7 @@ def test_a_worker_busy_elsewhere_gets_work_only_once_it_shows_it_is_free(slow: L
 
 
 def test_the_busy_estimate_counts_the_queue() -> None:
-    from distributed.admission import busy_elsewhere_s
+    from distributed.engine.admission import busy_elsewhere_s
 
     assert busy_elsewhere_s({"state": {"job_count": 0}}) is None
     running = {"progress": 0.5, "eta_relative": 5.0, "state": {"job_count": 1}}

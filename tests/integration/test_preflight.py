@@ -10,13 +10,13 @@ from typing import Any
 
 from PIL import Image
 
-from distributed.config import FleetConfig
-from distributed.costmodel import Workload
-from distributed.dispatcher import Job
-from distributed.fleet import Fleet, WorkerState
-from distributed.jobs import JobSpec
-from distributed.payload import Checkpoint, ScriptArgs
-from distributed.preflight import Needs, prepare
+from distributed.engine.config import FleetConfig
+from distributed.engine.costmodel import Workload
+from distributed.engine.dispatcher import Job
+from distributed.engine.fleet import Fleet, WorkerState
+from distributed.engine.jobs import JobSpec
+from distributed.master.payload import Checkpoint, ScriptArgs
+from distributed.master.preflight import Needs, prepare
 from tests.faults import fake_worker
 
 CHECKPOINT = Checkpoint("v15.safetensors [abcdef0123]", model_name="v15", short_hash="abcdef0123")

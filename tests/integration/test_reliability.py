@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from distributed.cli.localfleet import LocalWorker, free_port
 from distributed.compat import validate
-from distributed.config import FleetConfig
-from distributed.costmodel import Workload
-from distributed.dispatcher import Job
-from distributed.fleet import Fleet, WorkerState
-from distributed.jobs import JobSpec
-from distributed.localfleet import LocalWorker, free_port
+from distributed.engine.config import FleetConfig
+from distributed.engine.costmodel import Workload
+from distributed.engine.dispatcher import Job
+from distributed.engine.fleet import Fleet, WorkerState
+from distributed.engine.jobs import JobSpec
 from tests.faultproxy import Fault, FaultProxy, fault_proxy
 
 TIMEOUTS = {"connect_s": 1.0, "probe_s": 1.0, "chunk_min_s": 3.0, "chunk_factor": 2.0, "no_worker_s": 5.0}

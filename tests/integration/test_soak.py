@@ -11,14 +11,14 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
+from distributed.cli.localfleet import LocalWorker, start_all
 from distributed.compat import validate
-from distributed.config import FleetConfig
-from distributed.costmodel import Workload
-from distributed.dispatcher import Job
+from distributed.engine.config import FleetConfig
+from distributed.engine.costmodel import Workload
+from distributed.engine.dispatcher import Job
+from distributed.engine.fleet import Fleet
+from distributed.engine.jobs import JobSpec
 from distributed.errors import NoWorkersError
-from distributed.fleet import Fleet
-from distributed.jobs import JobSpec
-from distributed.localfleet import LocalWorker, start_all
 from tests.faultproxy import Fault, FaultProxy
 
 JOBS = 200

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import requests
 
-from distributed.localfleet import LocalWorker
+from distributed.cli.localfleet import LocalWorker
 from tests.helpers import TIMEOUT, info, ok, txt2img
 from tests.integration.conftest import AUTH
 

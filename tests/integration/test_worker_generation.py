@@ -7,9 +7,9 @@ import pytest
 import requests
 from PIL import Image
 
+from distributed.cli.localfleet import LocalWorker
 from distributed.images import decode_base64_image, png_parameters
 from distributed.infotext import parse_infotext
-from distributed.localfleet import LocalWorker
 from tests.helpers import TIMEOUT, info, max_diff, ok, pixels, png_b64, txt2img
 from tests.integration.conftest import AUTH
 

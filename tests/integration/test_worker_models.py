@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from distributed.cli.localfleet import LocalWorker
 from distributed.infotext import parse_infotext
-from distributed.localfleet import LocalWorker
 from tests.helpers import TIMEOUT, info, max_diff, ok, txt2img
 from tests.integration.conftest import SHARED_MODEL
 

@@ -14,8 +14,8 @@ gradio = pytest.importorskip("gradio")
 playwright_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = Path("/usr/bin/chromium")
 
-from distributed.localfleet import LocalWorker, free_port  # noqa: E402
-from distributed.manager import FleetManager  # noqa: E402
+from distributed.cli.localfleet import LocalWorker, free_port  # noqa: E402
+from distributed.master.manager import FleetManager  # noqa: E402
 from distributed.webui.tab import build_tab  # noqa: E402
 
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from distributed.localfleet import LocalWorker, free_port
-from distributed.manager import FleetManager
+from distributed.cli.localfleet import LocalWorker, free_port
+from distributed.master.manager import FleetManager
 
 WAIT_MS = 20_000
 # gradio's own server leaves client sockets to the garbage collector; that is gradio's, not ours

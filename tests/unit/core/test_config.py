@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from distributed.compat import validate
-from distributed.config import (
+from distributed.engine.config import (
     FleetConfig,
     load_config,
     merge_workers,

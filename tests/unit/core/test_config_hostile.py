@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from distributed.config import FleetConfig, load_config, parse_config, save_config
+from distributed.engine.config import FleetConfig, load_config, parse_config, save_config
 from distributed.errors import ConfigError
 
 EXAMPLE = json.loads((Path(__file__).resolve().parents[3] / "workers.example.json").read_text(encoding="utf-8"))

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from distributed.costmodel import REFERENCE, CostModel, Observation, Workload
+from distributed.engine.costmodel import REFERENCE, CostModel, Observation, Workload
 
 SMALL = Workload(64, 64, 4)
 
@@ -45,7 +45,7 @@ def test_hires_and_img2img_change_the_work() -> None:
 
 
 def test_the_prior_for_an_unmeasured_worker_scales_with_the_workload() -> None:
-    from distributed.costmodel import prior
+    from distributed.engine.costmodel import prior
 
     small, reference, large = Workload(64, 64, 4), Workload(512, 512, 20), Workload(1024, 1024, 30)
     model = prior([], reference)

@@ -6,8 +6,8 @@ import io
 
 from rich.console import Console
 
-from distributed.display import LiveBars
-from distributed.jobstate import ProgressEvent
+from distributed.cli.display import LiveBars
+from distributed.engine.jobstate import ProgressEvent
 
 REASON = "worker 'far': GET http://10.0.0.9:7860/sdapi/v1/progress: no answer within 3 s " + "x" * 120
 

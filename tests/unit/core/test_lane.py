@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import threading
 
-from distributed.costmodel import CostModel
-from distributed.lane import Ask, LocalLane
-from distributed.scheduler import Chunk
+from distributed.engine.costmodel import CostModel
+from distributed.engine.lane import Ask, LocalLane
+from distributed.engine.scheduler import Chunk
 
 
 def test_offer_ask_done_and_finish() -> None:

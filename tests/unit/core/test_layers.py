@@ -50,3 +50,15 @@ def test_the_guard_really_blocks() -> None:
     )
     assert finished.returncode != 0
     assert "the core imported gradio" in finished.stderr
+
+
+def test_public_api_resolves_every_name() -> None:
+    import distributed
+
+    for name in distributed.__all__:
+        assert getattr(distributed, name) is not None, name
+
+
+def test_top_level_stays_small() -> None:
+    top = [p for p in (REPO / "distributed").iterdir() if p.suffix == ".py" or (p / "__init__.py").exists()]
+    assert len(top) <= 12, sorted(p.name for p in top)

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from distributed.config import FleetOptions, parse_remotes
+from distributed.engine.config import FleetOptions, parse_remotes
+from distributed.engine.fleet import WorkerState
 from distributed.errors import ConfigError
-from distributed.fleet import WorkerState
-from distributed.manager import FleetManager
-from distributed.statushtml import workers_table
-from distributed.views import WorkerInput
+from distributed.master.manager import FleetManager
+from distributed.master.statushtml import workers_table
+from distributed.master.views import WorkerInput
 
 
 def test_add_update_keeps_the_password_and_remove(tmp_path: Path) -> None:
@@ -75,8 +75,8 @@ def test_a_busy_worker_shows_its_chunks_progress(tmp_path: Path) -> None:
 
 
 def test_learned_speeds_of_the_master_and_flag_workers_survive_a_restart(tmp_path: Path) -> None:
-    from distributed.costmodel import CostModel, Workload
-    from distributed.jobs import JobResult, WorkerStats
+    from distributed.engine.costmodel import CostModel, Workload
+    from distributed.engine.jobs import JobResult, WorkerStats
 
     workload = Workload(64, 64, 4)
     path = tmp_path / "workers.json"
@@ -104,8 +104,8 @@ def test_learned_speeds_of_the_master_and_flag_workers_survive_a_restart(tmp_pat
 
 
 def test_learned_speeds_are_saved_only_when_they_move_and_never_push_out_the_users_backup(tmp_path: Path) -> None:
-    from distributed.costmodel import CostModel, Workload
-    from distributed.jobs import JobResult, WorkerStats
+    from distributed.engine.costmodel import CostModel, Workload
+    from distributed.engine.jobs import JobResult, WorkerStats
 
     workload = Workload(64, 64, 4)
     path = tmp_path / "workers.json"

@@ -9,8 +9,8 @@ import math
 import numpy as np
 from PIL import Image
 
-from distributed.costmodel import Workload
-from distributed.payload import (
+from distributed.engine.costmodel import Workload
+from distributed.master.payload import (
     Checkpoint,
     ScriptArgs,
     alwayson_names,

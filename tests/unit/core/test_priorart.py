@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from distributed.config import load_config
+from distributed.engine.config import load_config
+from distributed.engine.priorart import import_prior_art, looks_like_prior_art
 from distributed.errors import ConfigError
-from distributed.priorart import import_prior_art, looks_like_prior_art
 
 CURRENT = {
     "workers": [

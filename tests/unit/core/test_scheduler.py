@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from distributed.engine.scheduler import Slot, allocate, plan
 from distributed.errors import NoWorkersError
-from distributed.scheduler import Slot, allocate, plan
 
 slot_strategy = st.builds(
     Slot,

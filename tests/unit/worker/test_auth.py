@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from distributed.config import parse_api_auth
+from distributed.engine.config import parse_api_auth
 
 
 def test_api_auth_parsing() -> None:

@@ -14,12 +14,11 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from distributed.client import GenerationResponse
-from distributed.config import Timeouts
-from distributed.errors import NoWorkersError, WorkerError, WorkerModelMissing, WorkerTimeout
-from distributed.fleet import FleetMember, WorkerState
-from distributed.jobs import JobSpec, WorkerStats
-from distributed.jobstate import (
+from distributed.engine.client import GenerationResponse
+from distributed.engine.config import Timeouts
+from distributed.engine.fleet import FleetMember, WorkerState
+from distributed.engine.jobs import JobSpec, WorkerStats
+from distributed.engine.jobstate import (
     ADMIT_GRACE_S,
     MISSED_PROGRESS_LIMIT,
     MISSES_TO_HOLD_OUT,
@@ -27,6 +26,7 @@ from distributed.jobstate import (
     InFlight,
     MemberJobState,
 )
+from distributed.errors import NoWorkersError, WorkerError, WorkerModelMissing, WorkerTimeout
 
 
 class Admission:

@@ -7,14 +7,14 @@ import json
 import sys
 from pathlib import Path
 
-from distributed.benchmark import benchmark_each
+from distributed.cli.generate import build_fleet_config
 from distributed.compat import copy_with
-from distributed.config import save_config
-from distributed.costmodel import Workload
+from distributed.engine.benchmark import benchmark_each
+from distributed.engine.config import save_config
+from distributed.engine.costmodel import Workload
+from distributed.engine.fleet import Fleet
+from distributed.engine.priorart import import_prior_art
 from distributed.errors import ConfigError, DistributedError
-from distributed.fleet import Fleet
-from distributed.generate import build_fleet_config
-from distributed.priorart import import_prior_art
 
 
 def add_import_arguments(parser: argparse.ArgumentParser) -> None:

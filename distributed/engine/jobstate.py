@@ -6,8 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from distributed.fleet import FleetMember
-from distributed.scheduler import Chunk
+from distributed.engine.fleet import FleetMember
+from distributed.engine.scheduler import Chunk
 
 PROGRESS_TICK_S = 0.5
 INTERRUPT_GRACE_S = 0.8  # how long an interrupted job waits for the images already made

@@ -9,11 +9,11 @@ import argparse
 import time
 from pathlib import Path
 
-from distributed.client import WorkerClient
+from distributed.cli.localfleet import LocalWorker
 from distributed.compat import validate
-from distributed.config import Timeouts, WorkerConfig
+from distributed.engine.client import WorkerClient
+from distributed.engine.config import Timeouts, WorkerConfig
 from distributed.images import contact_sheet, decode_image_bytes, png_parameters
-from distributed.localfleet import LocalWorker
 
 
 def add_render_arguments(parser: argparse.ArgumentParser) -> None:

@@ -17,8 +17,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
-from distributed.dispatcher import ProgressEvent
-from distributed.jobs import JobResult
+from distributed.engine.dispatcher import ProgressEvent
+from distributed.engine.jobs import JobResult
 
 
 class LiveBars:

@@ -15,9 +15,9 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from distributed.compat import copy_with, dump, validate
-from distributed.config import CostModelState, FleetConfig, atomic_write_text
+from distributed.engine.config import CostModelState, FleetConfig, atomic_write_text
+from distributed.engine.fleet import Fleet
 from distributed.errors import ConfigError
-from distributed.fleet import Fleet
 
 logger = logging.getLogger(__name__)
 

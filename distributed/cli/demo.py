@@ -10,15 +10,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from distributed.charts import timeline_chart
+from distributed.cli.charts import timeline_chart
+from distributed.cli.display import summary_table
+from distributed.cli.generate import run_job, summary_json, write_images
+from distributed.cli.localfleet import LocalWorker, start_all
 from distributed.compat import validate
-from distributed.config import FleetConfig
-from distributed.costmodel import Workload
-from distributed.display import summary_table
-from distributed.generate import run_job, summary_json, write_images
+from distributed.engine.config import FleetConfig
+from distributed.engine.costmodel import Workload
+from distributed.engine.jobs import JobSpec
 from distributed.images import contact_sheet, decode_image_bytes
-from distributed.jobs import JobSpec
-from distributed.localfleet import LocalWorker, start_all
 
 SPEEDS = {"fast": 60.0, "medium": 24.0, "slow": 12.0}  # images per minute at 64x64, 4 steps: 5:2:1
 

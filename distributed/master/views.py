@@ -7,8 +7,8 @@ from typing import Optional
 from pydantic import BaseModel, Field, SecretStr
 
 from distributed.compat import StrictModel
-from distributed.config import BenchmarkRecord, Caps, FleetOptions
-from distributed.fleet import FleetMember
+from distributed.engine.config import BenchmarkRecord, Caps, FleetOptions
+from distributed.engine.fleet import FleetMember
 
 
 class AuthView(BaseModel):

@@ -19,22 +19,13 @@ from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
-from distributed.admission import Admission
-from distributed.client import GenerationResponse
-from distributed.config import Timeouts
-from distributed.costmodel import CostModel, prior
-from distributed.errors import (
-    DistributedError,
-    JobError,
-    NoWorkersError,
-    WorkerError,
-    WorkerHTTPError,
-    WorkerInvalidResponse,
-    WorkerModelMissing,
-)
-from distributed.fleet import Fleet, FleetMember, WorkerState
-from distributed.jobs import ImageResult, JobResult, JobSpec, WorkerStats, check_response
-from distributed.jobstate import (
+from distributed.engine.admission import Admission
+from distributed.engine.client import GenerationResponse
+from distributed.engine.config import Timeouts
+from distributed.engine.costmodel import CostModel, prior
+from distributed.engine.fleet import Fleet, FleetMember, WorkerState
+from distributed.engine.jobs import ImageResult, JobResult, JobSpec, WorkerStats, check_response
+from distributed.engine.jobstate import (
     INTERRUPT_GRACE_S,
     MAX_BAD_WORKERS,
     PROGRESS_TICK_S,
@@ -45,9 +36,18 @@ from distributed.jobstate import (
     MemberJobState,
     ProgressEvent,
 )
-from distributed.lane import LocalLane
-from distributed.lanejob import LaneMember
-from distributed.scheduler import Chunk, Plan, Slot, member_slot, plan
+from distributed.engine.lane import LocalLane
+from distributed.engine.lanejob import LaneMember
+from distributed.engine.scheduler import Chunk, Plan, Slot, member_slot, plan
+from distributed.errors import (
+    DistributedError,
+    JobError,
+    NoWorkersError,
+    WorkerError,
+    WorkerHTTPError,
+    WorkerInvalidResponse,
+    WorkerModelMissing,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from distributed.engine.fleet import Fleet, FleetMember, WorkerState
 from distributed.errors import WorkerError
-from distributed.fleet import Fleet, FleetMember, WorkerState
 
 logger = logging.getLogger(__name__)
 

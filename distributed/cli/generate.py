@@ -10,17 +10,17 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from distributed.cli.display import LiveBars, summary_table
+from distributed.cli.speedcache import remember_speeds, with_cached_speeds
 from distributed.compat import validate
-from distributed.config import FleetConfig, WorkerConfig, check_url, load_config, merge_workers, save_config
-from distributed.costmodel import Workload
-from distributed.dispatcher import Job
-from distributed.display import LiveBars, summary_table
+from distributed.engine.config import FleetConfig, WorkerConfig, check_url, load_config, merge_workers, save_config
+from distributed.engine.costmodel import Workload
+from distributed.engine.dispatcher import Job
+from distributed.engine.fleet import Fleet
+from distributed.engine.jobs import JobResult, JobSpec, fixed_seed
+from distributed.engine.jobstate import INTERRUPT_GRACE_S
+from distributed.engine.scheduler import contiguous_runs
 from distributed.errors import ConfigError, DistributedError, JobError
-from distributed.fleet import Fleet
-from distributed.jobs import JobResult, JobSpec, fixed_seed
-from distributed.jobstate import INTERRUPT_GRACE_S
-from distributed.scheduler import contiguous_runs
-from distributed.speedcache import remember_speeds, with_cached_speeds
 
 logger = logging.getLogger(__name__)
 INTERRUPTED = 130  # the shell's status for a command stopped by Ctrl-C

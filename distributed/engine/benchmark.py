@@ -17,10 +17,10 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
 
-from distributed.config import BenchmarkRecord
-from distributed.costmodel import CostModel, Observation, Workload
+from distributed.engine.config import BenchmarkRecord
+from distributed.engine.costmodel import CostModel, Observation, Workload
+from distributed.engine.fleet import FleetMember
 from distributed.errors import WorkerError, WorkerTimeout
-from distributed.fleet import FleetMember
 
 logger = logging.getLogger(__name__)
 

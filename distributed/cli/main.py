@@ -24,14 +24,14 @@ def build_parser() -> argparse.ArgumentParser:
     worker = subcommand("worker", help="run a headless worker speaking the webui's /sdapi/v1 API")
     add_worker_arguments(worker)
     generate = subcommand("generate", help="render N images across a fleet of workers into a folder")
-    from distributed.generate import add_generate_arguments
+    from distributed.cli.generate import add_generate_arguments
 
     add_generate_arguments(generate)
     demo = subcommand("demo", help="three local workers at speeds 5:2:1 render 24 images as one fleet")
-    from distributed.demo import add_demo_arguments
+    from distributed.cli.demo import add_demo_arguments
 
     add_demo_arguments(demo)
-    from distributed.fleetcli import add_benchmark_arguments, add_import_arguments
+    from distributed.cli.fleetcli import add_benchmark_arguments, add_import_arguments
 
     add_benchmark_arguments(subcommand("benchmark", help="measure each worker's speed (saved to --config)"))
     add_import_arguments(subcommand("import-config", help="convert a stable-diffusion-webui-distributed config"))
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_bench_arguments(subcommand("bench", help="measure the fleet against the ideal and simple splits"))
     render = subcommand("render", help="start a local tiny worker and render a few images into a folder")
-    from distributed.quickstart import add_render_arguments
+    from distributed.cli.quickstart import add_render_arguments
 
     add_render_arguments(render)
     return parser
@@ -52,15 +52,15 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_worker(args)
     if args.command == "generate":
-        from distributed.generate import run_generate
+        from distributed.cli.generate import run_generate
 
         return run_generate(args)
     if args.command == "demo":
-        from distributed.demo import run_demo
+        from distributed.cli.demo import run_demo
 
         return run_demo(args)
     if args.command in ("benchmark", "import-config"):
-        from distributed.fleetcli import run_benchmark, run_import
+        from distributed.cli.fleetcli import run_benchmark, run_import
 
         return run_benchmark(args) if args.command == "benchmark" else run_import(args)
     if args.command == "bench":
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_bench(args)
     if args.command == "render":
-        from distributed.quickstart import run_render
+        from distributed.cli.quickstart import run_render
 
         return run_render(args)
     return 2

@@ -26,7 +26,7 @@ import requests
 import urllib3
 from urllib3.exceptions import InsecureRequestWarning
 
-from distributed.config import Timeouts, WorkerConfig
+from distributed.engine.config import Timeouts, WorkerConfig
 from distributed.errors import (
     ConfigError,
     WorkerAuthError,

@@ -10,12 +10,12 @@ import logging
 import time
 from collections.abc import Callable
 
-from distributed.config import Timeouts
-from distributed.fleet import FleetMember
-from distributed.jobs import JobSpec, WorkerStats
-from distributed.jobstate import LANE_GRACE_FACTOR
-from distributed.lane import LocalLane
-from distributed.scheduler import Slot, member_slot
+from distributed.engine.config import Timeouts
+from distributed.engine.fleet import FleetMember
+from distributed.engine.jobs import JobSpec, WorkerStats
+from distributed.engine.jobstate import LANE_GRACE_FACTOR
+from distributed.engine.lane import LocalLane
+from distributed.engine.scheduler import Slot, member_slot
 
 logger = logging.getLogger(__name__)
 

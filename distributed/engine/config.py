@@ -183,7 +183,7 @@ def load_config(path: Path) -> FleetConfig:
         raise ConfigError(
             f"is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}", path=str(path)
         ) from None
-    from distributed.priorart import looks_like_prior_art
+    from distributed.engine.priorart import looks_like_prior_art
 
     if looks_like_prior_art(data):
         raise ConfigError(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from distributed.jobs import JobResult
+from distributed.engine.jobs import JobResult
 
 COLOURS = ["#4c91d6", "#e68c3c", "#5ab46e", "#c8505a", "#966ec8", "#787878"]
 

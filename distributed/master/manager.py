@@ -18,10 +18,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from distributed import __version__
-from distributed.benchmark import BenchmarkOutcome, benchmark_each, benchmark_member
-from distributed.client import WorkerClient
 from distributed.compat import copy_with, dump, error_locations, validate
-from distributed.config import (
+from distributed.engine.benchmark import BenchmarkOutcome, benchmark_each, benchmark_member
+from distributed.engine.client import WorkerClient
+from distributed.engine.config import (
     CostModelState,
     FleetConfig,
     FleetOptions,
@@ -31,14 +31,14 @@ from distributed.config import (
     parse_config,
     save_config,
 )
-from distributed.costmodel import CostModel, Workload
+from distributed.engine.costmodel import CostModel, Workload
+from distributed.engine.fleet import Fleet, FleetMember, WorkerState
+from distributed.engine.jobs import JobResult
+from distributed.engine.lane import MASTER
+from distributed.engine.prober import Prober
 from distributed.errors import ConfigError, WorkerError
-from distributed.fleet import Fleet, FleetMember, WorkerState
-from distributed.jobs import JobResult
-from distributed.lane import MASTER
-from distributed.payload import OWN_API_REQUEST
-from distributed.prober import Prober
-from distributed.views import JobView, StatusView, ThroughputPoint, WorkerInput, WorkerView, worker_view
+from distributed.master.payload import OWN_API_REQUEST
+from distributed.master.views import JobView, StatusView, ThroughputPoint, WorkerInput, WorkerView, worker_view
 
 logger = logging.getLogger(__name__)
 

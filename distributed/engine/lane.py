@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
-from distributed.costmodel import CostModel
-from distributed.scheduler import Chunk
+from distributed.engine.costmodel import CostModel
+from distributed.engine.scheduler import Chunk
 
 MASTER = "master"
 

@@ -6,10 +6,10 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from distributed.client import GenerationResponse
-from distributed.costmodel import Workload
+from distributed.engine.client import GenerationResponse
+from distributed.engine.costmodel import Workload
+from distributed.engine.scheduler import Chunk
 from distributed.errors import WorkerInvalidResponse
-from distributed.scheduler import Chunk
 
 
 def fixed_seed(seed: int) -> int:

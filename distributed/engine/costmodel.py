@@ -13,7 +13,7 @@ import statistics
 from collections import deque
 from dataclasses import dataclass
 
-from distributed.config import CostModelState
+from distributed.engine.config import CostModelState
 
 MAX_OBSERVATIONS = 32
 ERROR_SMOOTHING = 0.3

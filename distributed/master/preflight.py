@@ -12,9 +12,16 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
+from distributed.engine.fleet import FleetMember, WorkerState
 from distributed.errors import WorkerError, WorkerModelMissing
-from distributed.fleet import FleetMember, WorkerState
-from distributed.payload import OWN_SCRIPT, Checkpoint, ScriptArgs, alwayson_names, forwarded_scripts, match_checkpoint
+from distributed.master.payload import (
+    OWN_SCRIPT,
+    Checkpoint,
+    ScriptArgs,
+    alwayson_names,
+    forwarded_scripts,
+    match_checkpoint,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from distributed.config import FleetConfig, check_url, parse_config
+from distributed.engine.config import FleetConfig, check_url, parse_config
 from distributed.errors import ConfigError
 
 DISABLED_STATE = 5

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 
-from distributed.client import WorkerClient
 from distributed.compat import copy_with
-from distributed.config import FleetConfig, WorkerConfig
-from distributed.costmodel import CostModel
+from distributed.engine.client import WorkerClient
+from distributed.engine.config import FleetConfig, WorkerConfig
+from distributed.engine.costmodel import CostModel
 from distributed.errors import WorkerAuthError, WorkerError, WorkerModelMissing
 
 logger = logging.getLogger(__name__)

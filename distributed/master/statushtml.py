@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 from collections import defaultdict
 
-from distributed.views import StatusView, ThroughputPoint, WorkerView
+from distributed.master.views import StatusView, ThroughputPoint, WorkerView
 
 STATE_CLASS = {
     "online": "ok",

@@ -1,0 +1,1 @@
+"""`python -m distributed ...`: the command line, terminal output, charts and local fleets for demos."""
