@@ -2,7 +2,9 @@
 
 Requests are forwarded to the worker; what comes back to the master depends on the fault set on the proxy. Faults
 apply to generation calls (txt2img/img2img) unless `everything` is set, so the worker still looks healthy until it is
-given work, as a real failing machine does.
+given work, as a real failing machine does. `arm(fault)` keeps the proxy healthy until the first generation request
+arrives and starts the fault with that request, so the faulty worker surely holds a chunk when it fails. A proxy
+made with `tls=(certificate, key)` speaks TLS until a TLS fault starts; then its handshakes fail.
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -39,15 +43,34 @@ class Fault(str, Enum):
 GENERATION = ("/sdapi/v1/txt2img", "/sdapi/v1/img2img")
 
 
+EVERY_ROUTE = (Fault.REFUSE, Fault.HANG, Fault.UNAUTHORIZED, Fault.TLS)  # faults of the machine, not of one call
+
+
+class _Server(ThreadingHTTPServer):
+    tls: ssl.SSLContext | None = None  # wraps each accepted connection while set
+
+    def get_request(self) -> tuple[Any, Any]:
+        connection, address = self.socket.accept()
+        if self.tls is not None:
+            connection = self.tls.wrap_socket(connection, server_side=True)
+        return connection, address
+
+
 class FaultProxy:
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, tls: tuple[Path, Path] | None = None) -> None:
         self.target = target.rstrip("/")
         self.fault = Fault.NONE
         self.everything = False  # apply the fault to every route, not only generation
+        self.armed = Fault.NONE  # starts with the first generation request
         self.requests_seen = 0
         self.paths_seen: list[str] = []  # every request's method and path, in order
         self._release = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = _Server(("127.0.0.1", 0), self._handler())
+        self._uses_tls = tls is not None
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(str(tls[0]), str(tls[1]))
+            self._server.tls = context
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -55,8 +78,25 @@ class FaultProxy:
     @property
     def url(self) -> str:
         # a TLS fault is a plain-HTTP server behind an https URL: the handshake cannot succeed
-        scheme = "https" if self.fault == Fault.TLS else "http"
+        scheme = "https" if self.fault == Fault.TLS or self._uses_tls else "http"
         return f"{scheme}://127.0.0.1:{self.port}"
+
+    def arm(self, fault: Fault) -> None:
+        """Healthy until the first generation request, which meets `fault`, as does what follows."""
+        self.armed = fault
+
+    def _trigger(self) -> None:
+        fault, self.armed = self.armed, Fault.NONE
+        self.fault = fault
+        self.everything = fault in EVERY_ROUTE
+        if fault == Fault.TLS:
+            self._server.tls = None  # from now on the port answers TLS handshakes in plain HTTP
+        if fault == Fault.REFUSE:  # the port closes: every later connection is refused
+            threading.Thread(target=self._close_port, daemon=True).start()
+
+    def _close_port(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
 
     def start(self) -> FaultProxy:
         self._thread.start()
@@ -93,9 +133,11 @@ class FaultProxy:
                 proxy.paths_seen.append(f"{method} {self.path.split('?')[0]}")
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length) if length else b""
+                if proxy.armed != Fault.NONE and self.path.split("?")[0] in GENERATION:
+                    proxy._trigger()
                 faulty = proxy.everything or self.path.split("?")[0] in GENERATION
                 fault = proxy.fault if faulty else Fault.NONE
-                if fault == Fault.REFUSE:
+                if fault in (Fault.REFUSE, Fault.TLS):  # the connection that held the chunk dies with the port
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
@@ -146,8 +188,8 @@ class FaultProxy:
 
 
 @contextmanager
-def fault_proxy(target: str) -> Iterator[FaultProxy]:
-    proxy = FaultProxy(target).start()
+def fault_proxy(target: str, tls: tuple[Path, Path] | None = None) -> Iterator[FaultProxy]:
+    proxy = FaultProxy(target, tls).start()
     try:
         yield proxy
     finally:

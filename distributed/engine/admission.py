@@ -9,23 +9,16 @@ A mixin of the dispatcher's Job: it reads and writes the job's own state, in the
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any
 
+from distributed.engine.chunkbook import ChunkState
 from distributed.engine.client import GenerationResponse
-from distributed.engine.config import Timeouts
 from distributed.engine.fleet import FleetMember, WorkerState
 from distributed.engine.jobs import JobSpec, WorkerStats
-from distributed.engine.jobstate import (
-    ADMIT_GRACE_S,
-    MISSED_PROGRESS_LIMIT,
-    MISSES_TO_HOLD_OUT,
-    Admit,
-    InFlight,
-    MemberJobState,
-)
+from distributed.engine.jobstate import Admit, EventKind, InFlight, MemberJobState, RetryPolicy
+from distributed.engine.runtime import Runtime
 from distributed.errors import NoWorkersError, WorkerError, WorkerModelMissing, WorkerTimeout
 
 
@@ -38,17 +31,16 @@ class Admission:
     _failures: list[str]
     _busy_elsewhere: dict[str, float]
     _admit_until: float
-    timeouts: Timeouts
+    policy: RetryPolicy
+    _rt: Runtime
 
     _inflight: dict[Future[GenerationResponse], InFlight]
-    _index_misses: dict[int, int]
-    _pending: set[int]
     # the Job's own methods, used here
     _emit: Callable[..., None]
-    _chunk_failed: Callable[[InFlight, WorkerError], None]
+    _chunk_failed: Callable[[InFlight, WorkerError, ChunkState], None]
     _candidates: Callable[[], list[FleetMember]]
     _lane_eligible: Callable[[list[FleetMember]], bool]
-    _pool: ThreadPoolExecutor | None
+    _pending_count: Callable[[], int]
     _stats: dict[str, WorkerStats]
 
     def _admission(self, member: FleetMember) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -56,20 +48,21 @@ class Admission:
         request = self.admit(member) if self.admit is not None else {}
         return request, member.client.progress()
 
-    def _start_admission(self, pool: ThreadPoolExecutor) -> None:
+    def _start_admission(self) -> None:
         """Ask every enabled worker at once; nothing waits on one that does not answer.
 
-        The first plan waits up to ADMIT_GRACE_S for workers that were online; later answers join the running job.
-        Workers that failed in an earlier job are asked too: this is where they are re-admitted between jobs.
+        The first plan waits up to the policy's admit_grace_s for workers that were online; later answers join the
+        running job. Workers that failed in an earlier job are asked too: this is where they are re-admitted
+        between jobs.
         """
-        self._admit_until = time.monotonic() + ADMIT_GRACE_S
+        self._admit_until = self._rt.now() + self.policy.admit_grace_s
         for member in self.members:
             if member.state != WorkerState.DISABLED:
-                self._ask_admission(pool, member)
+                self._ask_admission(member)
 
-    def _ask_admission(self, pool: ThreadPoolExecutor, member: FleetMember) -> None:
+    def _ask_admission(self, member: FleetMember) -> None:
         self._local[member.name].asking = True
-        self._side[pool.submit(self._admission, member)] = ("admit", member)
+        self._side[self._rt.submit(self._admission, member)] = ("admit", member)
 
     def _admitting(self, usable_only: bool = True) -> bool:
         return any(self._local[m.name].asking for m in self.members if m.state.usable or not usable_only)
@@ -98,36 +91,36 @@ class Admission:
             self.spec.per_worker[member.name] = request
         busy_for = busy_elsewhere_s(progress)
         if busy_for is not None:
-            self._busy_elsewhere[member.name] = time.monotonic() + busy_for
+            self._busy_elsewhere[member.name] = self._rt.now() + busy_for
         was_usable = member.state.usable
         local.admitted = True
         member.set_state(WorkerState.ONLINE, "" if was_usable else "answered the health probe")
         if not was_usable:
-            self._emit(member.name, "state", detail="back online")
+            self._emit(member.name, EventKind.STATE, detail="back online")
 
     def _probe_later_if_offline(self, member: FleetMember) -> None:
         """An offline worker is asked again after its backoff (auth or model problems do not fix themselves)."""
         if member.state == WorkerState.OFFLINE:
-            self._local[member.name].next_probe_at = time.monotonic() + member.probe_delay()
+            self._local[member.name].next_probe_at = self._rt.now() + member.probe_delay()
 
-    def _submit_due_probes(self, pool: ThreadPoolExecutor, now: float) -> None:
+    def _submit_due_probes(self, now: float) -> None:
         for member in self.members:
             local = self._local[member.name]
             if local.next_probe_at is not None and now >= local.next_probe_at and not local.asking:
                 local.next_probe_at = None
-                self._ask_admission(pool, member)
+                self._ask_admission(member)
 
     # -- progress of chunks in flight ---------------------------------------------------------------------------
-    def _tick_progress(self, pool: ThreadPoolExecutor) -> None:
+    def _tick_progress(self) -> None:
         asked = {m.name for kind, m in self._side.values() if kind in ("progress", "busy")}
         for flight in self._inflight.values():
             if flight.member.name not in asked:
-                self._side[pool.submit(flight.member.client.progress)] = ("progress", flight.member)
+                self._side[self._rt.submit(flight.member.client.progress)] = ("progress", flight.member)
                 asked.add(flight.member.name)
         # a worker busy with someone else's work is checked against what it shows until it is free
         for member in self.members:
             if member.name in self._busy_elsewhere and member.name not in asked:
-                self._side[pool.submit(member.client.progress)] = ("busy", member)
+                self._side[self._rt.submit(member.client.progress)] = ("busy", member)
 
     def _on_side_done(self, future: Future[Any]) -> None:
         kind, member = self._side.pop(future)
@@ -140,7 +133,7 @@ class Admission:
                 if busy_for is None:
                     self._busy_elsewhere.pop(member.name, None)  # free now: it may take work
                 else:  # still busy: its estimate moves with what it shows, never into the past
-                    self._busy_elsewhere[member.name] = time.monotonic() + max(busy_for, 1.0)
+                    self._busy_elsewhere[member.name] = self._rt.now() + max(busy_for, 1.0)
             return
         if kind != "progress":
             return
@@ -149,7 +142,7 @@ class Admission:
         if error is not None:
             for flight in flights:
                 flight.missed_progress += 1
-                if flight.missed_progress >= MISSED_PROGRESS_LIMIT:
+                if flight.missed_progress >= self.policy.missed_progress_limit:
                     self._abandon(flight, WorkerTimeout(member.name, f"stopped answering ({error})"))
             return
         progress = future.result()
@@ -159,53 +152,51 @@ class Admission:
             flight.missed_progress = 0
             if marker is not None and marker != flight.marker:  # advancing: slow is not dead
                 flight.marker = marker
-                flight.deadline = max(flight.deadline, time.monotonic() + self.timeouts.chunk_min_s)
+                flight.deadline = self.policy.extended(flight.deadline, self._rt.now())
         if flights and isinstance(state, dict):
             self._emit(
                 member.name,
-                "progress",
+                EventKind.PROGRESS,
                 worker_done=self._stats[member.name].images,
                 step=int(state.get("sampling_step") or 0),
                 steps=int(state.get("sampling_steps") or 0),
-                eta_s=max(0.0, flights[0].predicted_end - time.monotonic()),
+                eta_s=max(0.0, flights[0].predicted_end - self._rt.now()),
             )
 
     def _abandon(self, flight: InFlight, error: WorkerError) -> None:
         for future, candidate in list(self._inflight.items()):
             if candidate is flight:
                 del self._inflight[future]
-                self._chunk_failed(flight, error)
+                self._chunk_failed(flight, error, ChunkState.FAILED)
 
     def _expire_deadlines(self, now: float) -> None:
         """A chunk past its deadline (which grows while its worker shows progress) is interrupted on its worker and
-        re-queued with a longer deadline; a worker that misses MISSES_TO_HOLD_OUT deadlines sits the job out."""
+        re-queued with a longer deadline; a worker that misses the policy's misses_to_hold_out sits the job out."""
         for future, flight in list(self._inflight.items()):
             if now < flight.deadline:
                 continue
             del self._inflight[future]
             member, chunk = flight.member, flight.chunk
-            if self._pool is not None:
-                self._side[self._pool.submit(member.client.interrupt)] = ("interrupt", member)
-            for index in chunk.indices:
-                self._index_misses[index] = self._index_misses.get(index, 0) + 1
+            self._side[self._rt.submit(member.client.interrupt)] = ("interrupt", member)
             local = self._local[member.name]
             local.deadline_misses += 1
             waited = now - flight.sent_at
             reason = f"images {chunk.start}-{chunk.end} passed their deadline after {waited:.0f} s without progress"
-            if local.deadline_misses >= MISSES_TO_HOLD_OUT:
+            if self.policy.holds_out(local.deadline_misses):
                 local.excluded = f"{member.name}: missed {local.deadline_misses} deadlines in this job (last: {reason})"
-            self._chunk_failed(flight, WorkerTimeout(member.name, f"{reason} (interrupted on the worker)"))
+            error = WorkerTimeout(member.name, f"{reason} (interrupted on the worker)")
+            self._chunk_failed(flight, error, ChunkState.EXPIRED)
 
     def _raise_if_hopeless(self, waited: float) -> None:
         if self._candidates() or self._lane_eligible([]) or self._admitting(usable_only=False):
             return  # admission calls have their own timeouts
         probing = any(self._local[m.name].next_probe_at is not None for m in self.members)
-        if probing and waited < self.timeouts.no_worker_s:
+        if probing and waited < self.policy.no_worker_s:
             return
         reasons = "; ".join(
             f"{m.name}: {self._local[m.name].excluded or m.status.reason or m.state.value}" for m in self.members
         )
-        raise NoWorkersError(f"{len(self._pending)} images left and no worker can take them ({reasons})")
+        raise NoWorkersError(f"{self._pending_count()} images left and no worker can take them ({reasons})")
 
 
 def _marker(state: object) -> tuple[object, ...] | None:

@@ -14,30 +14,29 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future
 from typing import Any
 
 from distributed.engine.admission import Admission
+from distributed.engine.chunkbook import BookedChunk, ChunkBook, ChunkState
 from distributed.engine.client import GenerationResponse
 from distributed.engine.config import Timeouts
 from distributed.engine.costmodel import CostModel, prior
 from distributed.engine.fleet import Fleet, FleetMember, WorkerState
 from distributed.engine.jobs import ImageResult, JobResult, JobSpec, WorkerStats, check_response
 from distributed.engine.jobstate import (
-    INTERRUPT_GRACE_S,
-    MAX_BAD_WORKERS,
-    PROGRESS_TICK_S,
-    READ_FACTOR,
     Admit,
+    EventKind,
     EventSink,
     InFlight,
     MemberJobState,
     ProgressEvent,
+    RetryPolicy,
 )
 from distributed.engine.lane import LocalLane
 from distributed.engine.lanejob import LaneMember
+from distributed.engine.runtime import Runtime, ThreadRuntime
 from distributed.engine.scheduler import Chunk, Plan, Slot, member_slot, plan
 from distributed.errors import (
     DistributedError,
@@ -51,7 +50,7 @@ from distributed.errors import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Job", "ProgressEvent"]
+__all__ = ["EventKind", "Job", "ProgressEvent"]
 
 
 class Job(Admission, LaneMember):
@@ -65,11 +64,12 @@ class Job(Admission, LaneMember):
         indices: Iterable[int] | None = None,
         lane: LocalLane | None = None,
         admit: Admit | None = None,
+        runtime: Runtime | None = None,
     ) -> None:
         self.fleet = fleet
         self.spec = spec
         self.on_event = on_event or (lambda event: None)
-        self.timeouts = timeouts or fleet.config.options.timeouts
+        self.policy = RetryPolicy.from_timeouts(timeouts or fleet.config.options.timeouts)
         names = set(workers) if workers is not None else None
         self.members = [m for m in fleet if names is None or m.name in names]
         self.lane = lane
@@ -78,10 +78,9 @@ class Job(Admission, LaneMember):
         self._wake_lock = threading.Lock()
         self._interrupted = False
         self._skip_requested = False
-        self._pending: set[int] = set(range(spec.images) if indices is None else indices)
-        self._total = len(self._pending)
-        self._results: dict[int, ImageResult] = {}
-        self._local_done: set[int] = set()  # indices the master rendered itself
+        self._rt: Runtime = runtime or ThreadRuntime(max(4, 3 * len(self.members)))
+        self.book: ChunkBook[ImageResult] = ChunkBook(range(spec.images) if indices is None else indices)
+        self._lane_chunks: dict[Chunk, BookedChunk] = {}
         self._inflight: dict[Future[GenerationResponse], InFlight] = {}
         self._side: dict[Future[Any], tuple[str, FleetMember]] = {}  # admission, progress, interrupt calls
         self._local: dict[str, MemberJobState] = {m.name: MemberJobState() for m in self.members}
@@ -92,9 +91,7 @@ class Job(Admission, LaneMember):
         self._failures: list[str] = []
         self._bad_workers: dict[int, set[str]] = {}  # image index -> workers that failed it with 5xx/garbage
         self._busy_elsewhere: dict[str, float] = {}
-        self._index_misses: dict[int, int] = {}  # image index -> deadlines it missed, for longer retries
-        self._pool: ThreadPoolExecutor | None = None
-        self._started = time.monotonic()
+        self._started = self._rt.now()
         self._admit_until = 0.0
         self._extras_planned = False
         self._extras: dict[str, Chunk] = {}  # opt-in extra images, each sent only to a worker that would idle
@@ -117,59 +114,58 @@ class Job(Admission, LaneMember):
     # -- the master's first chunk, before anything touches the network -----------------------------------------
     def plan_now(self) -> Plan:
         """The plan from what is known now (no network call): every usable worker, and the master if it renders."""
-        now = time.monotonic()
+        now = self._rt.now()
         slots = [self._slot(m, now) for m in self.members if m.state.usable]
         if self.lane is not None and not self.lane.reserve:
             slots.append(self._lane_slot(self.lane, now))
-        return plan(self._pending, slots) if slots else Plan([], {})
+        return plan(self.book.pending, slots) if slots else Plan([], {})
 
     def first_local_chunk(self, planned: Plan) -> Chunk | None:
         """The master starts its first chunk of `planned` at once (None: it waits for work)."""
         pieces = planned.for_worker(self.lane.name) if self.lane is not None else []
         if self.lane is None or not pieces:
             return None
-        self._pending.difference_update(pieces[0].indices)
+        self._lane_chunks[pieces[0]] = self.book.take(pieces[0], self.lane.name)
         self.lane.take_first(pieces[0])
         return pieces[0]
 
     # -- the loop ------------------------------------------------------------------------------------------------
     def run(self) -> JobResult:
-        self._started = time.monotonic()
+        self._started = self._rt.now()
         if not self.members and self.lane is None:
             raise NoWorkersError("no workers are configured for this job")
-        pool = ThreadPoolExecutor(max_workers=max(4, 3 * len(self.members)), thread_name_prefix="distributed-job")
-        self._pool = pool
         try:
-            self._start_admission(pool)
-            return self._loop(pool)
+            self._start_admission()
+            return self._loop()
         except JobError as error:
             for flight in self._inflight.values():  # nothing keeps rendering for a job that ended
-                pool.submit(flight.member.client.interrupt)
+                self._rt.submit(flight.member.client.interrupt)
+                self.book.settle(flight.booked, ChunkState.CANCELLED)
             error.partial = self._result()
             raise
         finally:
             if self.lane is not None:
                 self.lane.finish()
-            pool.shutdown(wait=False, cancel_futures=True)
+            self._rt.close()
 
-    def _loop(self, pool: ThreadPoolExecutor) -> JobResult:
+    def _loop(self) -> JobResult:
         idle_since: float | None = None
-        next_tick = time.monotonic() + PROGRESS_TICK_S
+        next_tick = self._rt.now() + self.policy.progress_tick_s
         while True:
             with self._wake_lock:
                 if self._wake.done():
                     self._wake = Future()
-            now = time.monotonic()
+            now = self._rt.now()
             if self._interrupted:
-                return self._finish_interrupted(pool)
+                return self._finish_interrupted()
             if self._skip_requested:
                 self._skip_requested = False
                 for flight in self._inflight.values():
-                    self._side[pool.submit(flight.member.client.skip)] = ("skip", flight.member)
+                    self._side[self._rt.submit(flight.member.client.skip)] = ("skip", flight.member)
             self._take_lane_reports()
-            self._dispatch(pool, now)
+            self._dispatch(now)
             lane_busy = self.lane is not None and self.lane.current is not None
-            if not self._pending and not self._inflight and not lane_busy:
+            if not self.book.pending and not self._inflight and not lane_busy:
                 return self._result()  # extras not started by now would only delay the job
             if not self._inflight and not lane_busy:
                 idle_since = idle_since or now
@@ -178,23 +174,23 @@ class Job(Admission, LaneMember):
                 idle_since = None
             self._expire_lane(now)
             if now >= next_tick:
-                self._tick_progress(pool)
-                next_tick = now + PROGRESS_TICK_S
-            self._submit_due_probes(pool, now)
-            timeout = max(0.0, min(self._next_wakeup(next_tick), next_tick) - time.monotonic())
-            done, _ = wait([*self._inflight, *self._side, self._wake], timeout=timeout, return_when=FIRST_COMPLETED)
+                self._tick_progress()
+                next_tick = now + self.policy.progress_tick_s
+            self._submit_due_probes(now)
+            timeout = min(self._next_wakeup(next_tick), next_tick) - self._rt.now()
+            done = self._rt.wait([*self._inflight, *self._side, self._wake], timeout)
             for future in done:
                 if future in self._inflight:
                     self._on_chunk_done(future)
                 elif future in self._side:
                     self._on_side_done(future)
-            self._expire_deadlines(time.monotonic())
+            self._expire_deadlines(self._rt.now())
 
     def _next_wakeup(self, default: float) -> float:
         moments = [default]
         moments += [f.deadline for f in self._inflight.values()]
         moments += [s.next_probe_at for s in self._local.values() if s.next_probe_at is not None]
-        if self._admit_until > time.monotonic():
+        if self._admit_until > self._rt.now():
             moments.append(self._admit_until)
         return min(moments)
 
@@ -230,8 +226,9 @@ class Job(Admission, LaneMember):
             one_prompt_per_request=not self.spec.uniform,
         )
 
-    def _dispatch(self, pool: ThreadPoolExecutor, now: float) -> None:
-        if not self._pending and not self._extras:
+    def _dispatch(self, now: float) -> None:
+        pending = self.book.pending
+        if not pending and not self._extras:
             return
         candidates = self._candidates()
         busy = {f.member.name for f in self._inflight.values()}
@@ -243,70 +240,67 @@ class Job(Admission, LaneMember):
         admitting = now < self._admit_until and self._admitting()
         idle = [] if admitting else [m for m in candidates if m.name not in waiting]
         lane = self.lane if self._lane_eligible(candidates) else None
-        lane_free = lane is not None and lane.current is None and bool(self._pending)
+        lane_free = lane is not None and lane.current is None and bool(pending)
         if not idle and not lane_free:
             return
         slots = [self._slot(m, now) for m in candidates]
         if lane is not None:
             slots.append(self._lane_slot(lane, now))
-        if self.spec.extra_slack is not None and not self._extras_planned and self._pending and idle:
+        if self.spec.extra_slack is not None and not self._extras_planned and pending and idle:
             self._extras_planned = True
-            with_extras = plan(self._pending, slots, self.spec.extra_slack, first_extra_index=self.spec.images)
+            with_extras = plan(pending, slots, self.spec.extra_slack, first_extra_index=self.spec.images)
             self._extras = {
                 c.worker: c for c in with_extras.chunks if c.extra and (lane is None or c.worker != lane.name)
             }
             self._extra_limit = now + with_extras.makespan_s
-        result = plan(self._pending, slots) if self._pending else None
+        result = plan(pending, slots) if pending else None
         if result is not None:
-            logger.debug("plan for %d pending images: %s", len(self._pending), result.shares)
+            logger.debug("plan for %d pending images: %s", len(pending), result.shares)
         if lane is not None and lane_free and result is not None:
             pieces = result.for_worker(lane.name)
             if pieces:
-                self._pending.difference_update(pieces[0].indices)
+                self._lane_chunks[pieces[0]] = self.book.take(pieces[0], lane.name)
                 lane.offer(pieces[0])
-                self._emit(
-                    lane.name,
-                    "started",
-                    worker_done=self._stats[lane.name].images,
-                    detail=f"images {pieces[0].start}-{pieces[0].end}",
-                )
+                stats = self._stats[lane.name]
+                detail = f"images {pieces[0].start}-{pieces[0].end}"
+                self._emit(lane.name, EventKind.STARTED, worker_done=stats.images, detail=detail)
         for member in idle:
             real = result.for_worker(member.name) if result else []
             if real:
-                self._send(pool, member, real[0], now)
+                self._send(member, real[0], now)
                 continue
             extra = self._extras.get(member.name)
             cost = member.cost
             if extra and cost is not None and now + cost.predict(extra.count, self.spec.workload) <= self._extra_limit:
                 del self._extras[member.name]
-                self._send(pool, member, extra, now)
+                self._send(member, extra, now)
+
+    def _pending_count(self) -> int:
+        return len(self.book.pending)
 
     def _lane_working(self) -> bool:
         return self.lane is not None and not self.lane.finished and not self.lane.reserve
 
-    def _send(self, pool: ThreadPoolExecutor, member: FleetMember, chunk: Chunk, now: float) -> None:
+    def _send(self, member: FleetMember, chunk: Chunk, now: float) -> None:
         cost = self._cost(member)
         # only sent while busy elsewhere when nobody else can work: it waits in that worker's queue first
         waiting = max(0.0, self._busy_elsewhere.pop(member.name, 0.0) - now)
         predicted = waiting + cost.predict(chunk.count, self.spec.workload)
-        # a chunk that missed a deadline before is retried with a deadline twice as long, each time
-        retries = max((self._index_misses.get(i, 0) for i in chunk.indices), default=0)
-        allowed = (self.timeouts.chunk_min_s + self.timeouts.chunk_factor * predicted) * 2**retries
-        payload = self.spec.chunk_payload(chunk)
-        future = pool.submit(member.client.generate, self.spec.kind, payload, allowed * READ_FACTOR)
-        self._inflight[future] = InFlight(member, chunk, now, now + allowed, now + predicted, observe=waiting == 0)
-        if not chunk.extra:
-            self._pending.difference_update(chunk.indices)
+        allowed = self.policy.deadline_s(predicted, self.book.retries(chunk))
+        booked = self.book.take(chunk, member.name)
+        read_timeout = self.policy.read_timeout_s(allowed)
+        future = self._rt.submit(member.client.generate, self.spec.kind, self.spec.chunk_payload(chunk), read_timeout)
+        self._inflight[future] = InFlight(member, booked, now, now + allowed, now + predicted, observe=waiting == 0)
         member.set_state(WorkerState.BUSY, "rendering")
         self._stats[member.name].chunks += 1
         stats = self._stats[member.name]
-        self._emit(member.name, "started", worker_done=stats.images, detail=f"images {chunk.start}-{chunk.end}")
+        self._emit(member.name, EventKind.STARTED, worker_done=stats.images, detail=f"images {chunk.start}-{chunk.end}")
 
     # -- results -------------------------------------------------------------------------------------------------
     def _on_chunk_done(self, future: Future[GenerationResponse]) -> None:
         flight = self._inflight.pop(future)
         member, chunk = flight.member, flight.chunk
-        now = time.monotonic()
+        now = self._rt.now()
         try:
             response = future.result()
             images = check_response(self.spec, chunk, response, partial=self._interrupted)
@@ -320,23 +314,18 @@ class Job(Admission, LaneMember):
         if flight.observe and member.cost is not None and not self._interrupted:
             member.cost.observe(chunk.count, self.spec.workload, elapsed)
             member.calibrated = True
-        for image in images:
-            self._results[image.index] = image
-        missing = [i for i in chunk.indices if i not in self._results]
-        if not chunk.extra:
-            self._pending.update(missing)
+        self.book.settle(flight.booked, ChunkState.DONE, {image.index: image for image in images})
         stats = self._stats[member.name]
         stats.images += len(images)
         stats.busy_s += elapsed
         stats.spans.append((flight.sent_at - self._started, now - self._started, len(images)))
         if member.state == WorkerState.BUSY and not any(f.member is member for f in self._inflight.values()):
             member.set_state(WorkerState.ONLINE)
-        self._emit(member.name, "done", worker_done=stats.images)
+        self._emit(member.name, EventKind.DONE, worker_done=stats.images)
 
-    def _chunk_failed(self, flight: InFlight, error: WorkerError) -> None:
+    def _chunk_failed(self, flight: InFlight, error: WorkerError, state: ChunkState = ChunkState.FAILED) -> None:
         member, chunk = flight.member, flight.chunk
-        if not chunk.extra:
-            self._pending.update(i for i in chunk.indices if i not in self._results)
+        self.book.settle(flight.booked, state)  # its images go back to the queue with the same seeds
         self._stats[member.name].failed_chunks += 1
         self._failures.append(str(error))
         logger.warning("chunk %d-%d lost on %s: %s; re-queued", chunk.start, chunk.end, member.name, error)
@@ -344,44 +333,43 @@ class Job(Admission, LaneMember):
             self._local[member.name].excluded = str(error)
         elif isinstance(error, (WorkerHTTPError, WorkerInvalidResponse)) and not chunk.extra:
             # one worker answering garbage is that worker's fault; every worker failing the same image is the job's
-            limit = min(MAX_BAD_WORKERS, len(self.members))
             for index in chunk.indices:
                 failed_on = self._bad_workers.setdefault(index, set())
                 failed_on.add(member.name)
-                if len(failed_on) >= limit:
+                if self.policy.request_is_bad(len(failed_on), len(self.members)):
                     raise JobError(f"image {index} failed on {len(failed_on)} workers; last: {error}")
         member.record_error(error)
         self._local[member.name].admitted = False  # it must answer an admission call again before new work
         self._probe_later_if_offline(member)
-        self._emit(member.name, "failed", detail=str(error))
+        self._emit(member.name, EventKind.FAILED, detail=str(error))
 
     # -- ending --------------------------------------------------------------------------------------------------
-    def _finish_interrupted(self, pool: ThreadPoolExecutor) -> JobResult:
+    def _finish_interrupted(self) -> JobResult:
         if self.lane is not None:
             self.lane.finish()
-        calls = [pool.submit(f.member.client.interrupt) for f in self._inflight.values()]
-        end = time.monotonic() + INTERRUPT_GRACE_S
-        while self._inflight and time.monotonic() < end:
-            done, _ = wait(list(self._inflight), timeout=end - time.monotonic(), return_when=FIRST_COMPLETED)
-            for future in done:
+        calls = [self._rt.submit(f.member.client.interrupt) for f in self._inflight.values()]
+        end = self._rt.now() + self.policy.interrupt_grace_s
+        while self._inflight and self._rt.now() < end:
+            for future in self._rt.wait(list(self._inflight), end - self._rt.now()):
                 self._on_chunk_done(future)
-        wait(calls, timeout=max(0.0, end - time.monotonic()))
+        self._rt.wait(calls, end - self._rt.now())
         for flight in self._inflight.values():
+            self.book.settle(flight.booked, ChunkState.CANCELLED)
             if flight.member.state == WorkerState.BUSY:
                 flight.member.set_state(WorkerState.ONLINE)
+        self._inflight.clear()
         return self._result(interrupted=True)
 
     def _result(self, interrupted: bool = False) -> JobResult:
-        images = [self._results[i] for i in sorted(self._results)]
+        results = self.book.results
+        images = [results[i] for i in sorted(results)]
         excluded = {m.name: reason for m in self.members if (reason := self._local[m.name].excluded)}
-        return JobResult(
-            images, time.monotonic() - self._started, self._stats, self._failures, interrupted, excluded=excluded
-        )
+        wall = self._rt.now() - self._started
+        return JobResult(images, wall, self._stats, self._failures, interrupted, excluded=excluded)
 
-    def _emit(self, worker: str, kind: str, **fields: Any) -> None:
-        done = sum(1 for i in self._results if i < self.spec.images) + len(self._local_done)
-        total = self._total
+    def _emit(self, worker: str, kind: EventKind, **fields: Any) -> None:
+        done = self.book.done_count(below=self.spec.images)
         try:
-            self.on_event(ProgressEvent(worker, kind, done, total, **fields))
+            self.on_event(ProgressEvent(worker, kind, done, self.book.total, **fields))
         except Exception:  # a broken progress display must not break the job
             logger.exception("progress callback failed")

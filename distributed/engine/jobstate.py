@@ -1,28 +1,31 @@
-"""The dispatcher's bookkeeping types: progress events, chunks in flight, and each member's part in one job."""
+"""The dispatcher's bookkeeping types: event kinds, the retry and deadline policy, chunks in flight, and each
+member's part in one job."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
+from distributed.engine.chunkbook import BookedChunk
+from distributed.engine.config import Timeouts
 from distributed.engine.fleet import FleetMember
 from distributed.engine.scheduler import Chunk
 
-PROGRESS_TICK_S = 0.5
-INTERRUPT_GRACE_S = 0.8  # how long an interrupted job waits for the images already made
-MISSED_PROGRESS_LIMIT = 2  # unanswered progress calls in a row before a busy worker counts as dead
-MAX_BAD_WORKERS = 3  # distinct workers failing the same image with an HTTP error or garbage: the request is bad
-ADMIT_GRACE_S = 1.0  # how long the first plan waits for workers that were online to answer before the job starts
-LANE_GRACE_FACTOR = 10.0  # the master's own chunk may run this many times its prediction (+ chunk_min_s) at most
-MISSES_TO_HOLD_OUT = 2  # deadlines a worker may miss in one job (each chunk interrupted on it) before it sits out
-READ_FACTOR = 10.0  # an HTTP read may outlast a chunk's deadline by this much: the deadline grows with progress
+
+class EventKind(str, Enum):
+    STARTED = "started"  # a chunk went to a worker (or the master took one)
+    DONE = "done"  # a chunk's images came back
+    FAILED = "failed"  # a chunk was lost (its images are re-queued)
+    PROGRESS = "progress"  # a worker's sampling step, while it renders
+    STATE = "state"  # a worker came back online
 
 
 @dataclass
 class ProgressEvent:
     worker: str
-    kind: str  # "started", "done", "failed", "progress", "state"
+    kind: EventKind
     done: int  # images of the job finished so far (all workers, the master included)
     total: int
     worker_done: int = 0
@@ -36,16 +39,62 @@ EventSink = Callable[[ProgressEvent], None]
 Admit = Callable[[FleetMember], dict[str, Any]]  # a worker's preparation for a job: what its requests must carry
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Every deadline and retry rule of a job, in one value."""
+
+    chunk_min_s: float = 20.0  # the shortest deadline any chunk gets
+    chunk_factor: float = 3.0  # deadline = chunk_min_s + factor x predicted (+ its wait in a busy worker's queue)
+    no_worker_s: float = 30.0  # how long pending images wait for an offline worker to return
+    read_factor: float = 10.0  # an HTTP read may outlast a chunk's deadline by this much: the deadline grows
+    missed_progress_limit: int = 2  # unanswered progress calls in a row before a busy worker counts as dead
+    misses_to_hold_out: int = 2  # deadlines a worker may miss in one job before it sits the job out
+    max_bad_workers: int = 3  # distinct workers failing one image with an HTTP error or garbage: the request is bad
+    lane_grace_factor: float = 10.0  # the master's own chunk may run this many times its prediction at most
+    interrupt_grace_s: float = 0.8  # how long an interrupted job waits for the images already made
+    progress_tick_s: float = 0.5  # how often busy workers are asked for their progress
+    admit_grace_s: float = 1.0  # how long the first plan waits for workers that were online to answer
+
+    @classmethod
+    def from_timeouts(cls, timeouts: Timeouts) -> RetryPolicy:
+        return cls(timeouts.chunk_min_s, timeouts.chunk_factor, timeouts.no_worker_s)
+
+    def deadline_s(self, predicted_s: float, retries: int) -> float:
+        """A chunk's deadline; each deadline its images missed before doubles it."""
+        return (self.chunk_min_s + self.chunk_factor * predicted_s) * float(2**retries)
+
+    def read_timeout_s(self, deadline_s: float) -> float:
+        return deadline_s * self.read_factor
+
+    def extended(self, deadline: float, now: float) -> float:
+        """A worker that shows progress keeps at least chunk_min_s from now: slow is not dead."""
+        return max(deadline, now + self.chunk_min_s)
+
+    def holds_out(self, deadline_misses: int) -> bool:
+        return deadline_misses >= self.misses_to_hold_out
+
+    def request_is_bad(self, failed_on: int, members: int) -> bool:
+        """Every worker (up to max_bad_workers) failed the same image with an HTTP error or garbage."""
+        return failed_on >= min(self.max_bad_workers, members)
+
+    def lane_overdue(self, running_s: float, predicted_s: float) -> bool:
+        return running_s > self.chunk_min_s + self.lane_grace_factor * predicted_s
+
+
 @dataclass
 class InFlight:
     member: FleetMember
-    chunk: Chunk
+    booked: BookedChunk
     sent_at: float
     deadline: float
     predicted_end: float
     observe: bool  # the worker was idle when sent, so the time is its own speed
     missed_progress: int = 0
     marker: tuple[object, ...] | None = None  # the worker's last progress (job, batch, step): a change is progress
+
+    @property
+    def chunk(self) -> Chunk:
+        return self.booked.chunk
 
 
 @dataclass

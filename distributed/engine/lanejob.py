@@ -7,15 +7,15 @@ A mixin of the dispatcher's Job: it reads and writes the job's own state, in the
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 
-from distributed.engine.config import Timeouts
+from distributed.engine.chunkbook import BookedChunk, ChunkBook
 from distributed.engine.fleet import FleetMember
-from distributed.engine.jobs import JobSpec, WorkerStats
-from distributed.engine.jobstate import LANE_GRACE_FACTOR
+from distributed.engine.jobs import ImageResult, JobSpec, WorkerStats
+from distributed.engine.jobstate import EventKind, RetryPolicy
 from distributed.engine.lane import LocalLane
-from distributed.engine.scheduler import Slot, member_slot
+from distributed.engine.runtime import Runtime
+from distributed.engine.scheduler import Chunk, Slot, member_slot
 
 logger = logging.getLogger(__name__)
 
@@ -23,9 +23,11 @@ logger = logging.getLogger(__name__)
 class LaneMember:
     lane: LocalLane | None
     spec: JobSpec
-    timeouts: Timeouts
+    policy: RetryPolicy
+    book: ChunkBook[ImageResult]
+    _lane_chunks: dict[Chunk, BookedChunk]
+    _rt: Runtime
     _stats: dict[str, WorkerStats]
-    _local_done: set[int]
     _started: float
     _interrupted: bool
     # the Job's own methods, used here
@@ -53,15 +55,15 @@ class LaneMember:
             return
         for report in self.lane.reports():
             chunk = report.chunk
-            self._local_done.update(chunk.indices)
+            self.book.rendered_locally(self._lane_chunks.pop(chunk))
             self.lane.cost.observe(chunk.count, self.spec.workload, report.seconds)
             stats = self._stats[self.lane.name]
             stats.images += chunk.count
             stats.chunks += 1
             stats.busy_s += report.seconds
-            end = time.monotonic() - self._started
+            end = self._rt.now() - self._started
             stats.spans.append((end - report.seconds, end, chunk.count))
-            self._emit(self.lane.name, "done", worker_done=stats.images)
+            self._emit(self.lane.name, EventKind.DONE, worker_done=stats.images)
 
     def _expire_lane(self, now: float) -> None:
         """The master's loop stopped reporting (its generation broke off): end the job rather than wait forever."""
@@ -71,6 +73,6 @@ class LaneMember:
             return
         chunk, since = current
         predicted = lane.cost.predict(chunk.count, self.spec.workload)
-        if now > since + self.timeouts.chunk_min_s + LANE_GRACE_FACTOR * predicted:
+        if self.policy.lane_overdue(now - since, predicted):
             logger.error("the master's own chunk %d-%d never finished; ending the job", chunk.start, chunk.end)
             self._interrupted = True

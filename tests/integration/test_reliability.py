@@ -20,7 +20,7 @@ from distributed.engine.costmodel import Workload
 from distributed.engine.dispatcher import Job
 from distributed.engine.fleet import Fleet, WorkerState
 from distributed.engine.jobs import JobSpec
-from tests.faultproxy import Fault, FaultProxy, fault_proxy
+from tests.faultproxy import Fault, fault_proxy
 
 TIMEOUTS = {"connect_s": 1.0, "probe_s": 1.0, "chunk_min_s": 3.0, "chunk_factor": 2.0, "no_worker_s": 5.0}
 ROWS: list[tuple[str, str, str, str, str]] = []
@@ -44,8 +44,9 @@ def _spec(images: int, seed: int) -> JobSpec:
     )
 
 
-def _fleet(urls: dict[str, str], costs: bool = True) -> Fleet:
-    data = {"workers": [{"name": n, "url": u} for n, u in urls.items()], "options": {"timeouts": TIMEOUTS}}
+def _fleet(urls: dict[str, str], costs: bool = True, verify_tls: bool = True) -> Fleet:
+    workers = [{"name": n, "url": u, "verify_tls": verify_tls} for n, u in urls.items()]
+    data = {"workers": workers, "options": {"timeouts": TIMEOUTS}}
     if costs:  # known, equal speeds: the faulty worker surely gets work
         for worker in data["workers"]:
             worker["cost_model"] = {"overhead_s": 0.05, "seconds_per_unit": 0.25 / Workload(64, 64, 4).units}
@@ -67,35 +68,23 @@ EXPECTED = {
 
 
 @pytest.mark.parametrize("fault", list(EXPECTED), ids=[f.name.lower() for f in EXPECTED])
-def test_fault_matrix(fault: Fault, slow: LocalWorker, backend: LocalWorker) -> None:
-    with fault_proxy(backend.url) as proxy:
-        proxy.fault = fault
-        proxy.everything = fault in (Fault.HANG, Fault.UNAUTHORIZED)
-        url = f"http://127.0.0.1:{free_port()}" if fault == Fault.REFUSE else proxy.url
-        if fault == Fault.HANG:
-            proxy.everything = False  # healthy when asked first, frozen from its first chunk on
-            proxy.fault = Fault.NONE
-            fleet = _fleet({"healthy": slow.url, "faulty": url})
-            job = Job(fleet, _spec(6, 700), on_event=lambda e: _freeze_on_start(e, proxy))
-        else:
-            fleet = _fleet({"healthy": slow.url, "faulty": url})
-            job = Job(fleet, _spec(6, 700))
+def test_fault_matrix(fault: Fault, slow: LocalWorker, backend: LocalWorker, tmp_path: Path) -> None:
+    """Each fault starts with the faulty worker's first chunk: the chunk is lost and must be re-run elsewhere."""
+    tls = _self_signed(tmp_path) if fault == Fault.TLS else None
+    with fault_proxy(backend.url, tls=tls) as proxy:
+        proxy.arm(fault)
+        fleet = _fleet({"healthy": slow.url, "faulty": proxy.url}, verify_tls=tls is None)
         started = time.monotonic()
-        result = job.run()
+        result = Job(fleet, _spec(6, 700)).run()
         elapsed = time.monotonic() - started
     assert [image.seed for image in result.requested] == list(range(700, 706))
+    assert result.workers["faulty"].failed_chunks >= 1, "the fault never met a chunk"
     member = fleet.members["faulty"]
     messages = [*result.failures, member.status.last_error or ""]
     named = [m for m in messages if "'faulty'" in m and EXPECTED[fault].lower() in m.lower()]
     assert named, messages
     assert elapsed < 25
     ROWS.append((fault.value, f"{len(result.requested)}/6", f"{elapsed:.1f} s", member.state.value, named[0][:110]))
-
-
-def _freeze_on_start(event: object, proxy: FaultProxy) -> None:
-    if getattr(event, "worker", "") == "faulty" and getattr(event, "kind", "") == "started":
-        proxy.everything = True
-        proxy.fault = Fault.HANG
 
 
 def test_a_restarted_worker_is_readmitted_by_the_probe(slow: LocalWorker) -> None:
