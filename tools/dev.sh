@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Set up and run the project on a fresh machine. Usage: bash tools/dev.sh setup|demo|render|test|lint
+# Set up and run the project on a fresh machine. Usage: bash tools/dev.sh setup|demo|render|test|lint|mutations
 #   setup  create .venv (torch first, pinned by constraints.txt), install the package with its worker and dev extras
 #   demo   setup, then three local workers at speeds 5:2:1 render 24 images as one fleet into out/demo
 #   render setup, then one local worker renders a few images into out/render
-#   test   setup, lint, type-check; core, adapter and browser tests on A1111's and Forge's pins; then everything
+#   test   setup, lint, type-check; core, adapter and browser tests on A1111's and Forge's pins; then everything;
+#          then the mutation check (tools/mutations.py: named breakages that must make their tests fail)
+#   mutations  only the mutation check
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
@@ -70,7 +72,9 @@ case "${1:-}" in
     demo) setup; shift; "$VENV/bin/python" -m distributed demo "$@" ;;
     render) setup; shift; "$VENV/bin/python" -m distributed render "$@" ;;
     lint) setup; lint ;;
-    test) setup; lint; browser; a1111_pins; forge_pins; shift; "$VENV/bin/python" -m pytest "$@" ;;
+    test) setup; lint; browser; a1111_pins; forge_pins; shift; "$VENV/bin/python" -m pytest "$@"
+          "$VENV/bin/python" tools/mutations.py ;;
+    mutations) setup; browser; pins_venv .venv-a1111pins tools/pins-a1111.txt; "$VENV/bin/python" tools/mutations.py ;;
     pins) setup; browser; a1111_pins; forge_pins ;;
-    *) echo "usage: bash tools/dev.sh setup|demo|render|test|lint" >&2; exit 2 ;;
+    *) echo "usage: bash tools/dev.sh setup|demo|render|test|lint|mutations" >&2; exit 2 ;;
 esac

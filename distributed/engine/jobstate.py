@@ -21,6 +21,12 @@ class EventKind(str, Enum):
     PROGRESS = "progress"  # a worker's sampling step, while it renders
     STATE = "state"  # a worker came back online
 
+    def __str__(self) -> str:  # f"{kind}" reads "done", as the plain strings these replace did
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
 
 @dataclass
 class ProgressEvent:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from distributed.cli.localfleet import LocalWorker
+from tests.threadworker import ThreadWorker
 
 SHARED_MODEL = Path(__file__).resolve().parents[3] / "shared" / "webui-tiny-model"
 AUTH = ("alice", "s3cret:with-colon")
@@ -95,7 +96,7 @@ def twin() -> Iterator[LocalWorker]:
 
 
 @pytest.fixture(scope="session")
-def slow() -> Iterator[LocalWorker]:
-    """An emulated slow GPU: 60 images a minute at 64x64, 4 steps (one second each)."""
-    with LocalWorker("slow", threads=1, emulate_ipm=60) as started:
+def slow() -> Iterator[ThreadWorker]:
+    """An emulated slow GPU: 60 images a minute at 64x64, 4 steps (one second each), served in a thread."""
+    with ThreadWorker("slow", emulate_ipm=60) as started:
         yield started

@@ -81,14 +81,14 @@ def test_debug_logging_names_every_request_and_plan(caplog: pytest.LogCaptureFix
     """--distributed-debug's promise: requests (method, URL, status, time) and plans in the log."""
     import logging
 
-    from distributed.cli.localfleet import LocalWorker
     from distributed.engine.costmodel import Workload
     from distributed.engine.dispatcher import Job
     from distributed.engine.fleet import Fleet
     from distributed.engine.jobs import JobSpec
+    from tests.threadworker import ThreadWorker
 
     caplog.set_level(logging.DEBUG, logger="distributed")
-    with LocalWorker("logged", threads=1) as worker:
+    with ThreadWorker("logged") as worker:
         config = validate(FleetConfig, {"workers": [{"name": "logged", "url": worker.url}]})
         spec = JobSpec("txt2img", {"prompt": "x", "width": 64, "height": 64, "steps": 2}, 2, 5, 5,
                        workload=Workload(64, 64, 2))  # fmt: skip

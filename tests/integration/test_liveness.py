@@ -8,7 +8,6 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from distributed.cli.localfleet import LocalWorker
 from distributed.compat import validate
 from distributed.engine.config import FleetConfig
 from distributed.engine.costmodel import Workload
@@ -17,14 +16,15 @@ from distributed.engine.fleet import Fleet
 from distributed.engine.jobs import JobSpec
 from distributed.errors import NoWorkersError
 from tests.faultproxy import Fault, fault_proxy
+from tests.threadworker import ThreadWorker
 
 TIMEOUTS = {"connect_s": 1.0, "probe_s": 1.0, "chunk_min_s": 2.0, "chunk_factor": 1.0, "no_worker_s": 0.0}
 
 
 @pytest.fixture(scope="module")
-def slow() -> Iterator[LocalWorker]:
+def slow() -> Iterator[ThreadWorker]:
     """5 s per 64x64, 4-step image: longer than any deadline an unmeasured worker gets here."""
-    with LocalWorker("slow", threads=1, emulate_ipm=12) as worker:
+    with ThreadWorker("slow", emulate_ipm=12) as worker:
         yield worker
 
 
@@ -43,14 +43,14 @@ def _idle(url: str) -> bool:
     return not requests.get(f"{url}/sdapi/v1/progress", timeout=5).json()["state"]["job_count"]
 
 
-def test_a_slow_worker_that_advances_keeps_its_chunk(slow: LocalWorker) -> None:
+def test_a_slow_worker_that_advances_keeps_its_chunk(slow: ThreadWorker) -> None:
     result = Job(_fleet({"slow": slow.url}), _spec(1, 10)).run()
     assert [image.seed for image in result.requested] == [10]
     assert result.workers["slow"].failed_chunks == 0, result.failures  # its deadline grew with its steps
     assert _idle(slow.url)
 
 
-def test_a_stuck_chunk_is_interrupted_retried_longer_and_its_worker_held_out(slow: LocalWorker) -> None:
+def test_a_stuck_chunk_is_interrupted_retried_longer_and_its_worker_held_out(slow: ThreadWorker) -> None:
     """The proxy swallows generation calls (the worker answers progress, idle): no progress, so no extension."""
     with fault_proxy(slow.url) as proxy:
         proxy.fault = Fault.HANG
@@ -66,7 +66,7 @@ def test_a_stuck_chunk_is_interrupted_retried_longer_and_its_worker_held_out(slo
     assert len(waits) == 2 and waits[1] >= 1.8 * waits[0], waits
 
 
-def test_a_worker_busy_elsewhere_gets_work_only_once_it_shows_it_is_free(slow: LocalWorker) -> None:
+def test_a_worker_busy_elsewhere_gets_work_only_once_it_shows_it_is_free(slow: ThreadWorker) -> None:
     """`slow` renders someone else's 2 images with 4 more queued behind them (30 s of work). Its progress, half-way
     into the first request, suggests it is free in about 11 s; nothing of ours may wait in its queue meanwhile."""
     import threading
@@ -76,7 +76,7 @@ def test_a_worker_busy_elsewhere_gets_work_only_once_it_shows_it_is_free(slow: L
         requests.post(f"{slow.url}/sdapi/v1/txt2img", json=body, timeout=120)
 
     others = [threading.Thread(target=other, args=(seed, n), daemon=True) for seed, n in ((1, 2), (2, 4))]
-    with LocalWorker("idle", threads=1, emulate_ipm=12) as idle:
+    with ThreadWorker("idle", emulate_ipm=12) as idle:
         for thread in others:
             thread.start()
             threading.Event().wait(0.3)  # in this order on the worker

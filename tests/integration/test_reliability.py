@@ -21,15 +21,16 @@ from distributed.engine.dispatcher import Job
 from distributed.engine.fleet import Fleet, WorkerState
 from distributed.engine.jobs import JobSpec
 from tests.faultproxy import Fault, fault_proxy
+from tests.threadworker import ThreadWorker
 
 TIMEOUTS = {"connect_s": 1.0, "probe_s": 1.0, "chunk_min_s": 3.0, "chunk_factor": 2.0, "no_worker_s": 5.0}
-ROWS: list[tuple[str, str, str, str, str]] = []
+ROWS: list[tuple[str, str, str, str, str, str]] = []
 
 
 @pytest.fixture(scope="module")
-def backend() -> Iterator[LocalWorker]:
+def backend() -> Iterator[ThreadWorker]:
     """The real worker behind the proxy (fast: the faults, not the rendering, should take the time)."""
-    with LocalWorker("backend", threads=1, emulate_ipm=240) as worker:
+    with ThreadWorker("backend", emulate_ipm=240) as worker:
         yield worker
 
 
@@ -68,7 +69,7 @@ EXPECTED = {
 
 
 @pytest.mark.parametrize("fault", list(EXPECTED), ids=[f.name.lower() for f in EXPECTED])
-def test_fault_matrix(fault: Fault, slow: LocalWorker, backend: LocalWorker, tmp_path: Path) -> None:
+def test_fault_matrix(fault: Fault, slow: ThreadWorker, backend: ThreadWorker, tmp_path: Path) -> None:
     """Each fault starts with the faulty worker's first chunk: the chunk is lost and must be re-run elsewhere."""
     tls = _self_signed(tmp_path) if fault == Fault.TLS else None
     with fault_proxy(backend.url, tls=tls) as proxy:
@@ -84,10 +85,12 @@ def test_fault_matrix(fault: Fault, slow: LocalWorker, backend: LocalWorker, tmp
     named = [m for m in messages if "'faulty'" in m and EXPECTED[fault].lower() in m.lower()]
     assert named, messages
     assert elapsed < 25
-    ROWS.append((fault.value, f"{len(result.requested)}/6", f"{elapsed:.1f} s", member.state.value, named[0][:110]))
+    lost = str(result.workers["faulty"].failed_chunks)
+    delivered = f"{len(result.requested)}/6"
+    ROWS.append((fault.value, lost, delivered, f"{elapsed:.1f} s", member.state.value, named[0][:110]))
 
 
-def test_a_restarted_worker_is_readmitted_by_the_probe(slow: LocalWorker) -> None:
+def test_a_restarted_worker_is_readmitted_by_the_probe(slow: ThreadWorker) -> None:
     port = free_port()
     first = LocalWorker("phoenix", port=port, threads=1, emulate_ipm=120).start()
     fleet = _fleet({"steady": slow.url, "phoenix": first.url})
@@ -206,10 +209,11 @@ def test_write_report() -> None:
     if not target or not ROWS:
         pytest.skip("set DISTRIBUTED_RELIABILITY_REPORT to write the table")
     lines = [
-        "| fault (on the faulty worker) | images delivered | job time | faulty worker ends | message |",
-        "| --- | --- | --- | --- | --- |",
+        "| fault (from the faulty worker's first chunk on) | its chunks lost | images delivered | job time"
+        " | faulty worker ends | message |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
-    lines += [f"| {a} | {b} | {c} | {d} | `{e}` |" for a, b, c, d, e in ROWS]
+    lines += [f"| {a} | {b} | {c} | {d} | {e} | `{f}` |" for a, b, c, d, e, f in ROWS]
     Path(target).write_text(_REPORT_HEAD + "\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -217,8 +221,11 @@ _REPORT_HEAD = """# Reliability
 
 Written by `DISTRIBUTED_RELIABILITY_REPORT=docs/reliability.md pytest tests/integration/test_reliability.py`.
 Each row is one job of 6 images on two workers: a healthy one, and one behind a fault-injecting proxy
-(`tests/faultproxy.py`) in front of a real headless worker. Timeouts as in the test: connect 1 s, probe 1 s,
-chunk deadline 3 s + 2 x predicted. Every image arrived in every row, with its own seed. The healthy worker alone
+(`tests/faultproxy.py`) in front of a real headless worker. The proxy is healthy until the faulty worker's first
+chunk arrives; the fault starts with that chunk (refused and TLS: the chunk's connection dies and the port then
+refuses connections or fails TLS handshakes; 401 and hang: every route from then on), so every row loses at least
+one chunk, and the test checks it. Timeouts as in the test: connect 1 s, probe 1 s, chunk deadline
+3 s + 2 x predicted. Every image arrived in every row, with its own seed. The healthy worker alone
 needs 6 s for the 6 images, so a job time near 6 s means the fault cost nothing. "online" at the end means the
 faulty worker answered its health probe again and was re-admitted (its health endpoint still works); the failed
 chunk was re-run elsewhere either way.

@@ -13,6 +13,7 @@ import requests
 from distributed.cli.localfleet import LocalWorker
 from tests.helpers import TIMEOUT, info, ok, txt2img
 from tests.integration.conftest import AUTH
+from tests.threadworker import ThreadWorker
 
 
 def _in_background(call: Callable[[], requests.Response]) -> tuple[threading.Thread, dict[str, Any]]:
@@ -38,7 +39,7 @@ def _wait_for_step(url: str, minimum_step: int = 1, deadline_s: float = 30.0) ->
     raise AssertionError("the job never reported a finished step")
 
 
-def test_progress_while_busy_and_idle(slow: LocalWorker) -> None:
+def test_progress_while_busy_and_idle(slow: ThreadWorker) -> None:
     idle = requests.get(f"{slow.url}/sdapi/v1/progress", timeout=TIMEOUT).json()
     assert idle["progress"] == 0
     assert idle["state"]["job_count"] == 0
@@ -52,7 +53,7 @@ def test_progress_while_busy_and_idle(slow: LocalWorker) -> None:
     assert len(ok(result["response"])["images"]) == 2
 
 
-def test_interrupt_returns_early_with_images(slow: LocalWorker) -> None:
+def test_interrupt_returns_early_with_images(slow: ThreadWorker) -> None:
     # four images of two seconds each; interrupt during the first
     thread, result = _in_background(lambda: txt2img(slow.url, n_iter=4, steps=8, seed=20))
     _wait_for_step(slow.url)
@@ -67,7 +68,7 @@ def test_interrupt_returns_early_with_images(slow: LocalWorker) -> None:
     assert len(ok(txt2img(slow.url, seed=1))["images"]) == 1
 
 
-def test_skip_ends_only_the_current_batch(slow: LocalWorker) -> None:
+def test_skip_ends_only_the_current_batch(slow: ThreadWorker) -> None:
     thread, result = _in_background(lambda: txt2img(slow.url, n_iter=2, steps=8, seed=30))
     _wait_for_step(slow.url)
     started = time.monotonic()
@@ -78,7 +79,7 @@ def test_skip_ends_only_the_current_batch(slow: LocalWorker) -> None:
     assert result["finished"] - started < 3.0  # the second image (2 s) still ran, the first did not finish
 
 
-def test_concurrent_requests_are_served_in_order(slow: LocalWorker) -> None:
+def test_concurrent_requests_are_served_in_order(slow: ThreadWorker) -> None:
     calls = []
     for seed in (1, 2, 3):
         calls.append(_in_background(lambda seed=seed: txt2img(slow.url, seed=seed)))

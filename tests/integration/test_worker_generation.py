@@ -12,6 +12,7 @@ from distributed.images import decode_base64_image, png_parameters
 from distributed.infotext import parse_infotext
 from tests.helpers import TIMEOUT, info, max_diff, ok, pixels, png_b64, txt2img
 from tests.integration.conftest import AUTH
+from tests.threadworker import ThreadWorker
 
 
 def test_batch_of_three_matches_single_requests(worker: LocalWorker) -> None:
@@ -170,7 +171,7 @@ def test_inpainting_keeps_the_unmasked_part(worker: LocalWorker) -> None:
     assert "Mask blur: 0" in info(body)["infotexts"][0]
 
 
-def test_emulated_speed_is_a_lower_bound(slow: LocalWorker) -> None:
+def test_emulated_speed_is_a_lower_bound(slow: ThreadWorker) -> None:
     response = txt2img(slow.url, batch_size=2, seed=1)
     ok(response)
     # 60 images/minute at the reference workload: two images take at least two seconds

@@ -77,3 +77,8 @@ def test_unmeasured_workers_start_with_single_images_and_learn() -> None:
     result, _ = run(workers, rt, 16, measured=False)
     assert_exact(result, 16)
     assert result.workers["a"].images > result.workers["b"].images
+
+
+def test_event_kinds_read_as_their_names() -> None:
+    assert f"{EventKind.DONE}" == str(EventKind.DONE) == "done"
+    assert EventKind.DONE == "done"

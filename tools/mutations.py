@@ -1,0 +1,165 @@
+"""The mutation check: named breakages of promised features, each applied to a scratch copy of the tree, with the
+tests that must then fail. A breakage its tests survive means a claim nothing guards.
+
+Usage: python tools/mutations.py [--only NAME ...] [--list]
+Runs from the repository root with the venvs `bash tools/dev.sh` made (.venv, .venv-a1111pins). Exit status 0 only
+when every breakage applied and made its tests fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MAIN = [str(REPO / ".venv/bin/python"), "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider"]
+BROWSER = [str(REPO / ".venv-a1111pins/bin/python"), "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider"]
+BROWSER += ["-p", "no:hypothesispytest"]
+TIMEOUT_S = 900
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    path: str
+    old: str  # must occur exactly once in the file
+    new: str
+    tests: tuple[str, ...]  # each must have a failing test once the breakage is in
+    runner: tuple[str, ...] = tuple(MAIN)
+
+
+MUTATIONS = [
+    Mutation(
+        "drop the re-queue",
+        "distributed/engine/chunkbook.py",
+        "                self._state[index] = IndexState.PENDING\n                self._pending.add(index)\n",
+        "                self._state[index] = IndexState.DONE  # mutation: lost images are forgotten\n",
+        (
+            "tests/unit/core/test_chunkbook.py",
+            "tests/unit/core/test_simulated_job.py",
+            "tests/integration/test_reliability.py::test_fault_matrix[refuse]",
+            "tests/integration/test_reliability.py::test_fault_matrix[unauthorized]",
+            "tests/integration/test_reliability.py::test_fault_matrix[tls]",
+        ),
+    ),
+    Mutation(
+        "drop the interrupt call",
+        "distributed/engine/admission.py",
+        '            self._side[self._rt.submit(member.client.interrupt)] = ("interrupt", member)\n',
+        "            pass  # mutation: a chunk past its deadline keeps rendering on its worker\n",
+        (
+            "tests/unit/core/test_simulated_job.py",
+            "tests/integration/test_liveness.py::test_a_stuck_chunk_is_interrupted_retried_longer_and_its_worker_held_out",
+        ),
+    ),
+    Mutation(
+        "echo the password to the page",
+        "distributed/webui/tab.py",
+        '                "",  # a stored password is never sent to the browser; empty keeps it\n',
+        "                auth.password.get_secret_value() if auth and auth.password else '',  # mutation\n",
+        ("tests/ui/test_tab.py",),
+        tuple(BROWSER),
+    ),
+    Mutation(
+        "skip the seed check",
+        "distributed/engine/jobs.py",
+        "    if seeds[: len(expected)] != wanted:\n",
+        "    if False:  # mutation: any seeds pass\n",
+        ("tests/unit/core/test_jobs.py",),
+    ),
+    Mutation(
+        "drop the TLS verify",
+        "distributed/engine/client.py",
+        "        self.verify = verify_tls_default if config.verify_tls is None else config.verify_tls\n",
+        "        self.verify = False  # mutation: certificates are never checked\n",
+        ("tests/integration/test_reliability.py::test_tls_verification",),
+    ),
+]
+
+
+def scratch_copy(target: Path) -> None:
+    """The tree as git sees it (tracked and untracked, not ignored files), without the venvs."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, check=True, timeout=60
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = REPO / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    shared = REPO.parent / "shared"
+    if shared.exists():  # tests find the tiny checkpoint beside the repository
+        (target.parent / "shared").symlink_to(shared)
+
+
+def apply(mutation: Mutation, root: Path) -> None:
+    path = root / mutation.path
+    text = path.read_text(encoding="utf-8")
+    found = text.count(mutation.old)
+    if found != 1:
+        raise SystemExit(f"{mutation.name}: {mutation.path} holds the text to break {found} times (expected once)")
+    path.write_text(text.replace(mutation.old, mutation.new), encoding="utf-8")
+
+
+def run(mutation: Mutation) -> tuple[list[str], float]:
+    """The named tests that still passed on the broken copy (none, as it must be)."""
+    with tempfile.TemporaryDirectory(prefix="mutation-") as folder:
+        root = Path(folder) / "repo"
+        root.mkdir()
+        scratch_copy(root)
+        apply(mutation, root)
+        env = {**os.environ, "PYTHONPATH": str(root), "PYTHONDONTWRITEBYTECODE": "1"}
+        env["DISTRIBUTED_WORKER_PYTHON"] = str(REPO / ".venv/bin/python")
+        command = [*mutation.runner, *mutation.tests]
+        started = time.monotonic()
+        try:
+            finished = subprocess.run(
+                command, cwd=root, env=env, capture_output=True, text=True, timeout=TIMEOUT_S, check=False
+            )
+        except subprocess.TimeoutExpired:
+            return [], time.monotonic() - started  # a hang is a failure too
+        failed = [line.split()[1] for line in finished.stdout.splitlines() if line.startswith(("FAILED ", "ERROR "))]
+        if finished.returncode not in (0, 1):  # collection errors, usage errors: nothing was really tested
+            sys.stderr.write(finished.stdout[-3000:] + finished.stderr[-3000:])
+            return list(mutation.tests), time.monotonic() - started
+        passed = [test for test in mutation.tests if not any(f == test or f.startswith(test + "::") for f in failed)]
+        return passed, time.monotonic() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", action="append", default=[], metavar="NAME", help="run only this breakage")
+    parser.add_argument("--list", action="store_true", help="list the breakages and their tests")
+    args = parser.parse_args()
+    chosen = [m for m in MUTATIONS if not args.only or m.name in args.only]
+    unknown = set(args.only) - {m.name for m in MUTATIONS}
+    if unknown:
+        parser.error(f"no breakage named {sorted(unknown)}; --list shows them")
+    if args.list:
+        for mutation in chosen:
+            print(f"{mutation.name}: {mutation.path} -> {' '.join(mutation.tests)}")
+        return 0
+    survived = []
+    for mutation in chosen:
+        passed, seconds = run(mutation)
+        verdict = "SURVIVED" if passed else "caught"
+        detail = f"still passing: {' '.join(passed)}" if passed else f"{len(mutation.tests)} test target(s) failed"
+        print(f"{verdict:8}  {mutation.name:32} {seconds:6.1f} s  {detail}", flush=True)
+        if passed:
+            survived.append(mutation.name)
+    if survived:
+        print(f"{len(survived)} breakage(s) no test noticed: {', '.join(survived)}", file=sys.stderr)
+        return 1
+    print(f"all {len(chosen)} breakages made their tests fail")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
