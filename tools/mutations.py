@@ -63,7 +63,8 @@ MUTATIONS = [
         "echo the password to the page",
         "distributed/webui/tab.py",
         '                "",  # a stored password is never sent to the browser; empty keeps it\n',
-        "                auth.password.get_secret_value() if auth and auth.password else '',  # mutation\n",
+        "                next((m.config.auth.password.get_secret_value() for m in manager.fleet if m.name == selected"
+        " and m.config.auth and m.config.auth.password), ''),  # mutation\n",
         ("tests/ui/test_tab.py",),
         tuple(BROWSER),
     ),
@@ -108,14 +109,14 @@ def apply(mutation: Mutation, root: Path) -> None:
     path.write_text(text.replace(mutation.old, mutation.new), encoding="utf-8")
 
 
-def run(mutation: Mutation) -> tuple[list[str], float]:
-    """The named tests that still passed on the broken copy (none, as it must be)."""
+def run(mutation: Mutation) -> tuple[list[str], float, str]:
+    """The named tests that still passed on the broken copy (none, as it must be), the time, the first failure."""
     with tempfile.TemporaryDirectory(prefix="mutation-") as folder:
         root = Path(folder) / "repo"
         root.mkdir()
         scratch_copy(root)
         apply(mutation, root)
-        env = {**os.environ, "PYTHONPATH": str(root), "PYTHONDONTWRITEBYTECODE": "1"}
+        env = {**os.environ, "PYTHONPATH": str(root), "PYTHONDONTWRITEBYTECODE": "1", "COLUMNS": "300"}
         env["DISTRIBUTED_WORKER_PYTHON"] = str(REPO / ".venv/bin/python")
         command = [*mutation.runner, *mutation.tests]
         started = time.monotonic()
@@ -124,13 +125,15 @@ def run(mutation: Mutation) -> tuple[list[str], float]:
                 command, cwd=root, env=env, capture_output=True, text=True, timeout=TIMEOUT_S, check=False
             )
         except subprocess.TimeoutExpired:
-            return [], time.monotonic() - started  # a hang is a failure too
-        failed = [line.split()[1] for line in finished.stdout.splitlines() if line.startswith(("FAILED ", "ERROR "))]
+            return [], time.monotonic() - started, "timed out"  # a hang is a failure too
+        lines = [line for line in finished.stdout.splitlines() if line.startswith(("FAILED ", "ERROR "))]
+        failed = [line.split()[1] for line in lines]
         if finished.returncode not in (0, 1):  # collection errors, usage errors: nothing was really tested
             sys.stderr.write(finished.stdout[-3000:] + finished.stderr[-3000:])
-            return list(mutation.tests), time.monotonic() - started
+            return list(mutation.tests), time.monotonic() - started, "pytest could not run the tests"
         passed = [test for test in mutation.tests if not any(f == test or f.startswith(test + "::") for f in failed)]
-        return passed, time.monotonic() - started
+        reason = lines[0].partition(" - ")[2][:100] if lines else ""
+        return passed, time.monotonic() - started, reason
 
 
 def main() -> int:
@@ -148,9 +151,9 @@ def main() -> int:
         return 0
     survived = []
     for mutation in chosen:
-        passed, seconds = run(mutation)
+        passed, seconds, reason = run(mutation)
         verdict = "SURVIVED" if passed else "caught"
-        detail = f"still passing: {' '.join(passed)}" if passed else f"{len(mutation.tests)} test target(s) failed"
+        detail = f"still passing: {' '.join(passed)}" if passed else f"{len(mutation.tests)} target(s) failed: {reason}"
         print(f"{verdict:8}  {mutation.name:32} {seconds:6.1f} s  {detail}", flush=True)
         if passed:
             survived.append(mutation.name)

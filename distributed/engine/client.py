@@ -12,19 +12,17 @@ import http.client
 import json
 import logging
 import os
-import re
 import socket
 import ssl
 import struct
 import time
-import warnings
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 import urllib3
-from urllib3.exceptions import InsecureRequestWarning
+from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from distributed.engine.config import Timeouts, WorkerConfig
 from distributed.errors import (
@@ -70,6 +68,33 @@ def resolve_auth(config: WorkerConfig) -> tuple[str, str] | None:
     return config.auth.user, value
 
 
+class _UnverifiedHTTPSPool(HTTPSConnectionPool):
+    """The https pool of a worker whose certificate the user chose not to check (said once in the log). urllib3
+    warns InsecureRequestWarning from HTTPSConnectionPool._validate_conn on every request; this pool does what that
+    method does except the warning, so nothing process-wide (warnings.filters) has to change to keep it quiet."""
+
+    def _validate_conn(self, conn: Any) -> None:
+        HTTPConnectionPool._validate_conn(self, conn)
+        if getattr(conn, "sock", None) is None:  # connect before the request, as urllib3 does: TLS errors map alike
+            conn.connect()
+
+
+class _UnverifiedAdapter(HTTPAdapter):
+    """Mounted on one worker's session only when its verification is off: its https pools are the quiet kind."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            **self.poolmanager.pool_classes_by_scheme,
+            "https": _UnverifiedHTTPSPool,
+        }
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:  # HTTPS_PROXY set: the same, through it
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        manager.pool_classes_by_scheme = {**manager.pool_classes_by_scheme, "https": _UnverifiedHTTPSPool}
+        return manager
+
+
 class WorkerClient:
     def __init__(self, config: WorkerConfig, timeouts: Timeouts, verify_tls_default: bool = True) -> None:
         self.name = config.name
@@ -79,15 +104,12 @@ class WorkerClient:
         self.session.auth = resolve_auth(config)
         # passed on every request: requests lets REQUESTS_CA_BUNDLE override a session's verify=False otherwise
         self.verify = verify_tls_default if config.verify_tls is None else config.verify_tls
-        host = urlsplit(self.base_url).hostname or ""
         if not self.verify and self.base_url.startswith("https://"):
-            # said once here instead of urllib3 warning on every request, and only for this worker's host
+            # said once here, per worker, instead of urllib3's InsecureRequestWarning on every request. Only this
+            # session's pools stay quiet: the process-wide warnings filters are left alone (a filter added here
+            # would silence other code's warnings; catch_warnings around requests is not thread-safe)
             logger.warning("worker %s: TLS certificate verification is off", self.name)
-            warnings.filterwarnings(
-                "ignore",
-                message=f"Unverified HTTPS request is being made to host '{re.escape(host)}'",
-                category=InsecureRequestWarning,
-            )
+            self.session.mount("https://", _UnverifiedAdapter())
         self.session.headers["User-Agent"] = "distributed-master"
         self.max_response_bytes = MAX_RESPONSE_BYTES
 

@@ -83,13 +83,8 @@ def check_response(spec: JobSpec, chunk: Chunk, response: GenerationResponse, pa
     got = len(response.images)
     if got > chunk.count or (got < chunk.count and not partial):
         raise WorkerInvalidResponse(chunk.worker, f"sent {got} images for a chunk of {chunk.count}")
-    expected = [spec.seeds_for(i) for i in chunk.indices]
-    seeds = response.info.get("all_seeds")
-    subseeds = response.info.get("all_subseeds")
-    if isinstance(seeds, list) and seeds[:got] != [s for s, _ in expected[:got]]:
-        raise WorkerInvalidResponse(chunk.worker, f"answered seeds {seeds[:got]} for {[s for s, _ in expected[:got]]}")
-    if spec.subseed_strength and isinstance(subseeds, list) and subseeds[:got] != [s for _, s in expected[:got]]:
-        raise WorkerInvalidResponse(chunk.worker, "answered other variation seeds than asked")
+    expected = [spec.seeds_for(i) for i in chunk.indices[:got]]
+    _check_seeds(chunk.worker, response.info, expected, spec.subseed_strength != 0)
     texts = response.infotexts
     return [
         ImageResult(
@@ -103,6 +98,27 @@ def check_response(spec: JobSpec, chunk: Chunk, response: GenerationResponse, pa
         )
         for offset, png in enumerate(response.images)
     ]
+
+
+def _check_seeds(worker: str, info: dict[str, Any], expected: list[tuple[int, int]], variation: bool) -> None:
+    """Image k must have seed base + k. The worker's own account of every image's seed is required, not assumed:
+    `info.seed` names only the first image, and a worker reusing one seed for its whole batch would pass on it.
+    A1111, Forge and the headless worker always send all_seeds; a worker that does not fails the chunk, and its
+    images go elsewhere with the same seeds."""
+    if not expected:  # an interrupted chunk that made nothing vouches for nothing
+        return
+    seeds = info.get("all_seeds")
+    if not isinstance(seeds, list):
+        raise WorkerInvalidResponse(worker, "the answer's info has no all_seeds list, so its images' seeds are unknown")
+    wanted = [seed for seed, _ in expected]
+    if seeds[: len(expected)] != wanted:
+        raise WorkerInvalidResponse(worker, f"answered seeds {seeds[: len(expected)]} for {wanted}")
+    if variation:  # variation seeds shape the picture only when their strength is not 0
+        subseeds = info.get("all_subseeds")
+        wanted = [subseed for _, subseed in expected]
+        if not isinstance(subseeds, list) or subseeds[: len(expected)] != wanted:
+            shown = subseeds[: len(expected)] if isinstance(subseeds, list) else "none"
+            raise WorkerInvalidResponse(worker, f"answered variation seeds {shown} for {wanted}")
 
 
 @dataclass

@@ -241,6 +241,7 @@ def build_tab(manager: FleetManager, startup_error: str | None = None, own: OwnA
         changed = [message, table, chart, selected, *form]
         refresh.click(fn=render, inputs=[], outputs=[table, chart])
         tab.load(fn=render, inputs=[], outputs=[table, chart])  # a reloaded page shows the current fleet
+        tab.load(fn=lambda: gr.update(choices=_choices(manager)), inputs=[], outputs=[selected])  # and offers it
         selected.change(fn=lambda s: _form_values(manager, s), inputs=[selected], outputs=form)
         save_button.click(fn=save, inputs=[selected, *form], outputs=changed)
         remove_button.click(fn=remove, inputs=[selected], outputs=changed)

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import base64
+import json
+import logging
+import ssl
 import struct
+import threading
 import time
+import warnings
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
+from urllib3.exceptions import InsecureRequestWarning
 
-from distributed.cli.localfleet import LocalWorker
 from distributed.compat import validate
 from distributed.engine.client import WorkerClient
 from distributed.engine.config import FleetConfig, Timeouts, WorkerConfig
@@ -25,9 +34,12 @@ from distributed.errors import (
     WorkerInvalidResponse,
     WorkerModelMissing,
     WorkerTimeout,
+    WorkerTLSError,
     WorkerUnreachable,
 )
 from tests.faults import IDLE_PROGRESS, fake_worker
+from tests.helpers import self_signed
+from tests.threadworker import ThreadWorker
 
 TIMEOUTS = validate(Timeouts, {"connect_s": 1.0, "probe_s": 1.0})
 
@@ -110,7 +122,7 @@ def _spec(images: int) -> JobSpec:
     )
 
 
-def test_a_garbling_worker_loses_nothing(slow: LocalWorker) -> None:
+def test_a_garbling_worker_loses_nothing(slow: ThreadWorker) -> None:
     with fake_worker(_wrong_count) as garbage:
         data = {"workers": [{"name": "good", "url": slow.url}, {"name": "garbage", "url": garbage}]}
         result = Job(Fleet(validate(FleetConfig, data)), _spec(3)).run()
@@ -129,3 +141,65 @@ def test_an_image_claiming_huge_dimensions_is_refused_before_decoding() -> None:
     bomb = {"images": [_png_header(100_000, 100_000)], "info": "{}"}
     with fake_worker(_answer(200, bomb)) as url, pytest.raises(WorkerInvalidResponse, match="100000x100000"):
         _client(url).generate("txt2img", {}, read_s=5)
+
+
+@contextmanager
+def https_worker(folder: Path) -> Iterator[str]:
+    """An idle worker's /progress over https with a self-signed certificate, served in a thread."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive: the second request reuses the pool's connection
+
+        def do_GET(self) -> None:
+            raw = json.dumps(IDLE_PROGRESS).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*self_signed(folder))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    server.socket = context.wrap_socket(server.socket, server_side=True)  # a failed handshake only drops that client
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def test_skipping_tls_verification_is_said_once_per_worker_and_changes_no_warning_filter(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The user's choice is logged when the client is built; urllib3's per-request warning is not emitted, and
+    nothing process-wide changes (a global filter would also hide other code's warnings)."""
+    caplog.set_level(logging.WARNING, logger="distributed")
+    with https_worker(tmp_path) as url:
+        filters = list(warnings.filters)
+        skipping = WorkerClient(validate(WorkerConfig, {"name": "lab", "url": url, "verify_tls": False}), TIMEOUTS)
+        by_default = WorkerClient(validate(WorkerConfig, {"name": "lab2", "url": url}), TIMEOUTS, False)
+        assert warnings.filters == filters
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")  # every warning reaches `caught`, however often it repeats
+            assert skipping.progress()["progress"] == 0
+            assert skipping.progress()["progress"] == 0
+            assert by_default.progress()["progress"] == 0
+        insecure = [w for w in caught if issubclass(w.category, InsecureRequestWarning)]
+        assert insecure == [], [str(w.message) for w in insecure]
+        said = [r.getMessage() for r in caplog.records if "verification is off" in r.getMessage()]
+        assert said == [
+            "worker lab: TLS certificate verification is off",
+            "worker lab2: TLS certificate verification is off",
+        ]
+        # verification stays on unless asked off: the same self-signed worker is refused
+        with pytest.raises(WorkerTLSError, match="TLS handshake failed"):
+            WorkerClient(validate(WorkerConfig, {"name": "strict", "url": url}), TIMEOUTS).progress()
+        assert warnings.filters == filters

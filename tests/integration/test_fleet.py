@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -14,7 +16,7 @@ import pytest
 
 from distributed.cli.localfleet import LocalWorker, start_all
 from distributed.compat import validate
-from distributed.engine.config import FleetConfig
+from distributed.engine.config import FleetConfig, load_config
 from distributed.engine.costmodel import Workload
 from distributed.engine.dispatcher import Job, ProgressEvent
 from distributed.engine.fleet import Fleet, WorkerState
@@ -163,6 +165,48 @@ def test_auth_from_config_works(twin: LocalWorker) -> None:
     data = {"workers": [{"name": "locked", "url": twin.url, "auth": {"user": AUTH[0], "password": AUTH[1]}}]}
     result = Job(Fleet(validate(FleetConfig, data)), _spec(2, seed=41)).run()
     _check_complete(result, 2, 41)
+
+
+def _basic(user: str, password: str) -> str:
+    """The Authorization header's value for these credentials, as it travels."""
+    return base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_secrets_stay_out_of_debug_logs_from_reading_the_file_to_the_jobs_end(
+    twin: LocalWorker, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Debug logging on before workers.json is read and the clients are built; a job runs on a worker that
+    requires auth (from the file, from an env variable) beside one whose password it refuses."""
+    caplog.set_level(logging.DEBUG, logger="distributed")
+    user, password = AUTH
+    wrong = "wr0ng-pa55-that-must-not-leak"
+    monkeypatch.setenv("DISTRIBUTED_TEST_SECRET", password)
+    path = tmp_path / "workers.json"
+    workers = [
+        {"name": "file", "url": twin.url, "auth": {"user": user, "password": password}},
+        {"name": "env", "url": twin.url, "auth": {"user": user, "password_env": "DISTRIBUTED_TEST_SECRET"}},
+        {"name": "wrong", "url": twin.url, "auth": {"user": user, "password": wrong}},
+    ]
+    path.write_text(json.dumps({"workers": workers, "options": {"timeouts": {"no_worker_s": 4.0}}}), encoding="utf-8")
+    path.chmod(0o600)
+    config = load_config(path)
+    fleet = Fleet(config)
+    result = Job(fleet, _spec(4, seed=60)).run()
+
+    _check_complete(result, 4, 60)
+    assert result.workers["file"].images + result.workers["env"].images == 4
+    assert fleet.members["wrong"].state == WorkerState.AUTH_REFUSED
+    refused = Fleet(validate(FleetConfig, {"workers": workers[2:]}))  # a job no worker can take ends in an error
+    with pytest.raises(NoWorkersError, match="HTTP 401") as raised:
+        Job(refused, _spec(1, seed=64)).run()
+    said = [record.getMessage() for record in caplog.records]
+    assert any(line.startswith(f"POST {twin.url}/sdapi/v1/txt2img -> 200") for line in said), said  # debug is on
+    texts = [caplog.text, *(repr(vars(record)) for record in caplog.records), *said, str(raised.value)]
+    texts += [*result.failures, *result.excluded.values(), *(str(member.status) for member in fleet)]
+    texts += [repr(config), str(config)]
+    for secret in (password, wrong, _basic(user, password), _basic(user, wrong)):
+        leaks = [text for text in texts if secret in text]
+        assert leaks == [], f"{secret!r} in {leaks[0][:300]!r}"
 
 
 def test_a_worker_without_the_model_is_left_out(worker: LocalWorker, fleet_workers: dict[str, LocalWorker]) -> None:

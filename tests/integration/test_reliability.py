@@ -5,7 +5,6 @@ Set DISTRIBUTED_RELIABILITY_REPORT=docs/reliability.md to write the results tabl
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Iterator
@@ -18,9 +17,10 @@ from distributed.compat import validate
 from distributed.engine.config import FleetConfig
 from distributed.engine.costmodel import Workload
 from distributed.engine.dispatcher import Job
-from distributed.engine.fleet import Fleet, WorkerState
+from distributed.engine.fleet import Fleet
 from distributed.engine.jobs import JobSpec
 from tests.faultproxy import Fault, fault_proxy
+from tests.helpers import self_signed
 from tests.threadworker import ThreadWorker
 
 TIMEOUTS = {"connect_s": 1.0, "probe_s": 1.0, "chunk_min_s": 3.0, "chunk_factor": 2.0, "no_worker_s": 5.0}
@@ -71,7 +71,7 @@ EXPECTED = {
 @pytest.mark.parametrize("fault", list(EXPECTED), ids=[f.name.lower() for f in EXPECTED])
 def test_fault_matrix(fault: Fault, slow: ThreadWorker, backend: ThreadWorker, tmp_path: Path) -> None:
     """Each fault starts with the faulty worker's first chunk: the chunk is lost and must be re-run elsewhere."""
-    tls = _self_signed(tmp_path) if fault == Fault.TLS else None
+    tls = self_signed(tmp_path) if fault == Fault.TLS else None
     with fault_proxy(backend.url, tls=tls) as proxy:
         proxy.arm(fault)
         fleet = _fleet({"healthy": slow.url, "faulty": proxy.url}, verify_tls=tls is None)
@@ -118,7 +118,7 @@ def test_a_restarted_worker_is_readmitted_by_the_probe(slow: ThreadWorker) -> No
 
 
 def test_tls_verification(tmp_path: Path) -> None:
-    certificate, key = _self_signed(tmp_path)
+    certificate, key = self_signed(tmp_path)
     with LocalWorker("https", threads=1, tls=(certificate, key)) as secure:
         strict = Fleet(
             validate(
@@ -148,59 +148,6 @@ def test_tls_verification(tmp_path: Path) -> None:
         )
         with pytest.raises(Exception, match=r"TLS|certificate|no worker"):
             Job(overridden, _spec(1, 1)).run()
-
-
-def _self_signed(folder: Path) -> tuple[Path, Path]:
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_path, key_path
-
-
-def test_secrets_stay_out_of_logs_errors_and_status(twin: LocalWorker, caplog: pytest.LogCaptureFixture) -> None:
-    secret = "pa55-w0rd-that-must-not-leak"
-    os.environ["DISTRIBUTED_TEST_SECRET"] = secret
-    data = {
-        "workers": [
-            {"name": "wrong", "url": twin.url, "auth": {"user": "alice", "password": secret}},
-            {"name": "viaenv", "url": twin.url, "auth": {"user": "alice", "password_env": "DISTRIBUTED_TEST_SECRET"}},
-        ],
-        "options": {"timeouts": TIMEOUTS},
-    }
-    config = validate(FleetConfig, data)
-    fleet = Fleet(config)
-    caplog.set_level(logging.DEBUG)
-    with pytest.raises(Exception) as raised:
-        Job(fleet, _spec(1, 1)).run()
-    texts = [caplog.text, str(raised.value), repr(config), str(config)]
-    texts += [str(m.status) for m in fleet]
-    assert all(secret not in text for text in texts)
-    assert fleet.members["wrong"].state == WorkerState.AUTH_REFUSED
-    del os.environ["DISTRIBUTED_TEST_SECRET"]
 
 
 def test_write_report() -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import os
+from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,3 +69,99 @@ def page(tab_server: tuple[str, FleetManager], browser: Any) -> Iterator[Any]:
         yield context.new_page()
     finally:
         context.close()
+
+
+@dataclass(frozen=True)
+class Mark:
+    """How much a Received held at one moment."""
+
+    bodies: int
+    frames: int
+    streamed: dict[str, int]  # request id -> bytes
+
+
+@dataclass
+class Received:
+    """Everything the server sends the page: each HTTP response body, each websocket frame (gradio 3.41's queue)
+    and each streamed body (gradio 4.40's queue answers on a text/event-stream that its client aborts once read,
+    so Playwright has no body for it: Chromium's DevTools protocol streams those bytes as they arrive)."""
+
+    bodies: list[tuple[str, bytes]] = field(default_factory=list)  # (url, body) in arrival order
+    frames: list[str] = field(default_factory=list)
+    streams: dict[str, tuple[str, list[bytes]]] = field(default_factory=dict)  # request id -> (url, chunks)
+    responses: list[Any] = field(default_factory=list)
+    finished: list[Any] = field(default_factory=list)
+
+    def attach(self, page: Any) -> None:
+        page.on("response", self._response)
+        page.on("requestfinished", self._finished)
+        page.on("websocket", lambda socket: socket.on("framereceived", self._frame))
+        devtools = page.context.new_cdp_session(page)
+
+        def stream(event: dict[str, Any]) -> None:
+            if event["response"].get("mimeType") != "text/event-stream":
+                return
+            try:
+                sent = devtools.send("Network.streamResourceContent", {"requestId": event["requestId"]})
+            except playwright_api.Error as error:  # it ended before this asked: "requestfinished" has its body
+                if "already finished loading" not in error.message:
+                    raise
+                return
+            chunks = [base64.b64decode(sent["bufferedData"])]
+            self.streams[event["requestId"]] = (event["response"]["url"], chunks)
+
+        def data(event: dict[str, Any]) -> None:
+            if event["requestId"] in self.streams and event.get("data"):
+                self.streams[event["requestId"]][1].append(base64.b64decode(event["data"]))
+
+        devtools.on("Network.responseReceived", stream)
+        devtools.on("Network.dataReceived", data)
+        devtools.send("Network.enable")
+
+    def _response(self, response: Any) -> None:
+        self.responses.append(response)
+
+    def _finished(self, request: Any) -> None:
+        response = request.response()
+        if response is not None:
+            self.finished.append(request)
+            self.bodies.append((request.url, response.body()))
+
+    def _frame(self, payload: str | bytes) -> None:
+        self.frames.append(payload if isinstance(payload, str) else payload.decode("utf-8", "replace"))
+
+    def texts(self, since: Mark | None = None) -> list[str]:
+        """Every body, frame and stream as text, one entry each (a stream's chunks joined: no secret splits);
+        with `since`, only what arrived after that mark."""
+        mark = since or Mark(0, 0, {})
+        bodies = [body.decode("utf-8", "replace") for _, body in self.bodies[mark.bodies :]]
+        streamed = [
+            b"".join(chunks)[mark.streamed.get(request, 0) :].decode("utf-8", "replace")
+            for request, (_, chunks) in self.streams.items()
+        ]
+        return [*bodies, *self.frames[mark.frames :], *streamed]
+
+    def mark(self) -> Mark:
+        streamed = {request: sum(map(len, chunks)) for request, (_, chunks) in self.streams.items()}
+        return Mark(len(self.bodies), len(self.frames), streamed)
+
+    def unaccounted(self) -> list[str]:
+        """Responses whose body was neither read when they finished nor streamed: what this recorder missed."""
+        streamed = Counter(url for url, _ in self.streams.values())
+        missed = []
+        for response in self.responses:
+            if any(response.request is request for request in self.finished):
+                continue
+            if streamed[response.url] > 0:
+                streamed[response.url] -= 1
+                continue
+            missed.append(f"{response.status} {response.url}")
+        return missed
+
+
+@pytest.fixture()
+def received(page: Any) -> Received:
+    """What the page receives from here on (attach before the first navigation)."""
+    recorder = Received()
+    recorder.attach(page)
+    return recorder
