@@ -29,7 +29,6 @@ class Admission:
     _local: dict[str, MemberJobState]
     _side: dict[Future[Any], tuple[str, FleetMember]]
     _failures: list[str]
-    _busy_elsewhere: dict[str, float]
     _admit_until: float
     policy: RetryPolicy
     _rt: Runtime
@@ -91,7 +90,7 @@ class Admission:
             self.spec.per_worker[member.name] = request
         busy_for = busy_elsewhere_s(progress)
         if busy_for is not None:
-            self._busy_elsewhere[member.name] = self._rt.now() + busy_for
+            local.busy_until = self._rt.now() + busy_for
         was_usable = member.state.usable
         local.admitted = True
         member.set_state(WorkerState.ONLINE, "" if was_usable else "answered the health probe")
@@ -119,7 +118,7 @@ class Admission:
                 asked.add(flight.member.name)
         # a worker busy with someone else's work is checked against what it shows until it is free
         for member in self.members:
-            if member.name in self._busy_elsewhere and member.name not in asked:
+            if self._local[member.name].busy_until is not None and member.name not in asked:
                 self._side[self._rt.submit(member.client.progress)] = ("busy", member)
 
     def _on_side_done(self, future: Future[Any]) -> None:
@@ -131,9 +130,9 @@ class Admission:
             if future.exception() is None:
                 busy_for = busy_elsewhere_s(future.result())
                 if busy_for is None:
-                    self._busy_elsewhere.pop(member.name, None)  # free now: it may take work
+                    self._local[member.name].busy_until = None  # free now: it may take work
                 else:  # still busy: its estimate moves with what it shows, never into the past
-                    self._busy_elsewhere[member.name] = self._rt.now() + max(busy_for, 1.0)
+                    self._local[member.name].busy_until = self._rt.now() + max(busy_for, 1.0)
             return
         if kind != "progress":
             return

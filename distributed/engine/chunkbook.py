@@ -57,6 +57,7 @@ class ChunkBook(Generic[Image]):
         self.results: dict[int, Image] = {}  # images that came back from workers, by index
         self.local: set[int] = set()  # indices the master rendered itself (it keeps those images)
         self.misses: dict[int, int] = {}  # index -> deadlines it missed, for longer retries
+        self.bad_answers: dict[int, set[str]] = {}  # index -> workers that failed it with an HTTP error or garbage
 
     # -- reading -------------------------------------------------------------------------------------------------
     @property
@@ -72,6 +73,16 @@ class ChunkBook(Generic[Image]):
 
     def retries(self, chunk: Chunk) -> int:
         return max((self.misses.get(i, 0) for i in chunk.indices), default=0)
+
+    def blame(self, booked: BookedChunk) -> tuple[int, int]:
+        """A chunk failed with an HTTP error or garbage: note its worker against each of its images; returns the
+        image failed by the most distinct workers so far and their number."""
+        worst = (booked.chunk.start, 0)
+        for index in booked.chunk.indices:
+            workers = self.bad_answers.setdefault(index, set())
+            workers.add(booked.holder)
+            worst = max(worst, (index, len(workers)), key=lambda pair: pair[1])
+        return worst
 
     # -- moves ---------------------------------------------------------------------------------------------------
     def take(self, chunk: Chunk, holder: str) -> BookedChunk:

@@ -1,9 +1,11 @@
 """Runs a job on the fleet: chunks in parallel, re-planned as results arrive, failures re-queued, never a hang.
 
-One loop in the calling thread owns all job state; HTTP calls run in a thread pool and come back as futures. The
-loop waits on those futures (and on a wake-up future that interrupt(), skip() and the master's lane complete) with
-a timeout set by the next chunk deadline, probe or progress tick, so it never polls a flag. Every chunk has a
-deadline from its predicted time; a chunk that fails, times out or comes back garbled returns its indices to the
+One loop in the calling thread owns all job state; calls to workers run on a Runtime (threads, or simulated time
+in tests) and come back as futures. The loop waits on those futures and on the JobControl's wake-up (interrupt,
+skip and the master's lane complete it) with a timeout set by the next chunk deadline, probe or progress tick, so
+it never polls a flag. Where every image and chunk stands is the ChunkBook's: it holds the one set of moves
+(pending, held, done; sent, done, failed, expired, cancelled). Every chunk has a deadline from its predicted time
+(the RetryPolicy's rules); a chunk that fails, times out or comes back garbled returns its indices to the book's
 pending pool with the same seeds, and its worker is probed with backoff and re-admitted when it answers again.
 
 The webui's master takes part through a LocalLane: it is planned like any worker, is offered chunks when it is
@@ -13,7 +15,6 @@ free, and takes re-queued or unstarted images whenever the plan says it finishes
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterable
 from concurrent.futures import Future
 from typing import Any
@@ -29,7 +30,9 @@ from distributed.engine.jobstate import (
     Admit,
     EventKind,
     EventSink,
+    Extras,
     InFlight,
+    JobControl,
     MemberJobState,
     ProgressEvent,
     RetryPolicy,
@@ -74,10 +77,7 @@ class Job(Admission, LaneMember):
         self.members = [m for m in fleet if names is None or m.name in names]
         self.lane = lane
         self.admit = admit
-        self._wake: Future[None] = Future()
-        self._wake_lock = threading.Lock()
-        self._interrupted = False
-        self._skip_requested = False
+        self.control = JobControl()
         self._rt: Runtime = runtime or ThreadRuntime(max(4, 3 * len(self.members)))
         self.book: ChunkBook[ImageResult] = ChunkBook(range(spec.images) if indices is None else indices)
         self._lane_chunks: dict[Chunk, BookedChunk] = {}
@@ -87,29 +87,18 @@ class Job(Admission, LaneMember):
         self._stats: dict[str, WorkerStats] = {m.name: WorkerStats() for m in self.members}
         if lane is not None:
             self._stats[lane.name] = WorkerStats()
-            lane.attach(self._poke)
+            lane.attach(self.control.poke)
         self._failures: list[str] = []
-        self._bad_workers: dict[int, set[str]] = {}  # image index -> workers that failed it with 5xx/garbage
-        self._busy_elsewhere: dict[str, float] = {}
         self._started = self._rt.now()
         self._admit_until = 0.0
-        self._extras_planned = False
-        self._extras: dict[str, Chunk] = {}  # opt-in extra images, each sent only to a worker that would idle
-        self._extra_limit = 0.0
+        self._extras = Extras()
 
     # -- control from other threads ------------------------------------------------------------------------------
-    def _poke(self) -> None:
-        with self._wake_lock:
-            if not self._wake.done():
-                self._wake.set_result(None)
-
     def interrupt(self) -> None:
-        self._interrupted = True
-        self._poke()
+        self.control.interrupt()
 
     def skip(self) -> None:
-        self._skip_requested = True
-        self._poke()
+        self.control.skip()
 
     # -- the master's first chunk, before anything touches the network -----------------------------------------
     def plan_now(self) -> Plan:
@@ -152,14 +141,11 @@ class Job(Admission, LaneMember):
         idle_since: float | None = None
         next_tick = self._rt.now() + self.policy.progress_tick_s
         while True:
-            with self._wake_lock:
-                if self._wake.done():
-                    self._wake = Future()
+            self.control.rearm()
             now = self._rt.now()
-            if self._interrupted:
+            if self.control.interrupted:
                 return self._finish_interrupted()
-            if self._skip_requested:
-                self._skip_requested = False
+            if self.control.take_skip():
                 for flight in self._inflight.values():
                     self._side[self._rt.submit(flight.member.client.skip)] = ("skip", flight.member)
             self._take_lane_reports()
@@ -178,7 +164,7 @@ class Job(Admission, LaneMember):
                 next_tick = now + self.policy.progress_tick_s
             self._submit_due_probes(now)
             timeout = min(self._next_wakeup(next_tick), next_tick) - self._rt.now()
-            done = self._rt.wait([*self._inflight, *self._side, self._wake], timeout)
+            done = self._rt.wait([*self._inflight, *self._side, self.control.wake], timeout)
             for future in done:
                 if future in self._inflight:
                     self._on_chunk_done(future)
@@ -212,7 +198,7 @@ class Job(Admission, LaneMember):
         cost = self._cost(member)
         busy = [f for f in self._inflight.values() if f.member is member]
         available = max([0.0, *[f.predicted_end - now for f in busy]])
-        available = max(available, self._busy_elsewhere.get(member.name, 0.0) - now)
+        available = max(available, (self._local[member.name].busy_until or 0.0) - now)
         caps = member.config.caps
         return member_slot(
             member.name,
@@ -228,14 +214,15 @@ class Job(Admission, LaneMember):
 
     def _dispatch(self, now: float) -> None:
         pending = self.book.pending
-        if not pending and not self._extras:
+        if not pending and not self._extras.chunks:
             return
         candidates = self._candidates()
         busy = {f.member.name for f in self._inflight.values()}
         # a worker busy elsewhere is planned for (its share waits for it) but sent nothing until it shows it is free:
         # a chunk queued behind someone else's job could not move to a worker that turns out faster
-        waiting = busy | set(self._busy_elsewhere)
-        if all(m.name in self._busy_elsewhere for m in candidates) and not self._inflight and not self._lane_working():
+        elsewhere = {m.name for m in candidates if self._local[m.name].busy_until is not None}
+        waiting = busy | elsewhere
+        if len(elsewhere) == len(candidates) and not self._inflight and not self._lane_working():
             waiting = busy  # nobody else can work: queue behind the other work rather than wait without end
         admitting = now < self._admit_until and self._admitting()
         idle = [] if admitting else [m for m in candidates if m.name not in waiting]
@@ -246,13 +233,10 @@ class Job(Admission, LaneMember):
         slots = [self._slot(m, now) for m in candidates]
         if lane is not None:
             slots.append(self._lane_slot(lane, now))
-        if self.spec.extra_slack is not None and not self._extras_planned and pending and idle:
-            self._extras_planned = True
+        if self.spec.extra_slack is not None and not self._extras.planned and pending and idle:
             with_extras = plan(pending, slots, self.spec.extra_slack, first_extra_index=self.spec.images)
-            self._extras = {
-                c.worker: c for c in with_extras.chunks if c.extra and (lane is None or c.worker != lane.name)
-            }
-            self._extra_limit = now + with_extras.makespan_s
+            chunks = {c.worker: c for c in with_extras.chunks if c.extra and (lane is None or c.worker != lane.name)}
+            self._extras = Extras(True, chunks, now + with_extras.makespan_s)
         result = plan(pending, slots) if pending else None
         if result is not None:
             logger.debug("plan for %d pending images: %s", len(pending), result.shares)
@@ -269,10 +253,10 @@ class Job(Admission, LaneMember):
             if real:
                 self._send(member, real[0], now)
                 continue
-            extra = self._extras.get(member.name)
+            extra = self._extras.chunks.get(member.name)
             cost = member.cost
-            if extra and cost is not None and now + cost.predict(extra.count, self.spec.workload) <= self._extra_limit:
-                del self._extras[member.name]
+            if extra and cost is not None and now + cost.predict(extra.count, self.spec.workload) <= self._extras.until:
+                del self._extras.chunks[member.name]
                 self._send(member, extra, now)
 
     def _pending_count(self) -> int:
@@ -284,7 +268,9 @@ class Job(Admission, LaneMember):
     def _send(self, member: FleetMember, chunk: Chunk, now: float) -> None:
         cost = self._cost(member)
         # only sent while busy elsewhere when nobody else can work: it waits in that worker's queue first
-        waiting = max(0.0, self._busy_elsewhere.pop(member.name, 0.0) - now)
+        local = self._local[member.name]
+        waiting = max(0.0, (local.busy_until or 0.0) - now)
+        local.busy_until = None
         predicted = waiting + cost.predict(chunk.count, self.spec.workload)
         allowed = self.policy.deadline_s(predicted, self.book.retries(chunk))
         booked = self.book.take(chunk, member.name)
@@ -303,7 +289,7 @@ class Job(Admission, LaneMember):
         now = self._rt.now()
         try:
             response = future.result()
-            images = check_response(self.spec, chunk, response, partial=self._interrupted)
+            images = check_response(self.spec, chunk, response, partial=self.control.interrupted)
         except WorkerError as error:
             self._chunk_failed(flight, error)
             return
@@ -311,7 +297,7 @@ class Job(Admission, LaneMember):
             self._chunk_failed(flight, WorkerInvalidResponse(member.name, str(error)))
             return
         elapsed = now - flight.sent_at
-        if flight.observe and member.cost is not None and not self._interrupted:
+        if flight.observe and member.cost is not None and not self.control.interrupted:
             member.cost.observe(chunk.count, self.spec.workload, elapsed)
             member.calibrated = True
         self.book.settle(flight.booked, ChunkState.DONE, {image.index: image for image in images})
@@ -333,11 +319,9 @@ class Job(Admission, LaneMember):
             self._local[member.name].excluded = str(error)
         elif isinstance(error, (WorkerHTTPError, WorkerInvalidResponse)) and not chunk.extra:
             # one worker answering garbage is that worker's fault; every worker failing the same image is the job's
-            for index in chunk.indices:
-                failed_on = self._bad_workers.setdefault(index, set())
-                failed_on.add(member.name)
-                if self.policy.request_is_bad(len(failed_on), len(self.members)):
-                    raise JobError(f"image {index} failed on {len(failed_on)} workers; last: {error}")
+            index, workers = self.book.blame(flight.booked)
+            if self.policy.request_is_bad(workers, len(self.members)):
+                raise JobError(f"image {index} failed on {workers} workers; last: {error}")
         member.record_error(error)
         self._local[member.name].admitted = False  # it must answer an admission call again before new work
         self._probe_later_if_offline(member)

@@ -3,8 +3,10 @@ member's part in one job."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -111,3 +113,54 @@ class MemberJobState:
     failed_admission: bool = False  # its admission failure is already in the job's failures
     deadline_misses: int = 0
     next_probe_at: float | None = None
+    busy_until: float | None = None  # busy with someone else's work until then, as its progress shows (None: free)
+
+
+@dataclass
+class Extras:
+    """Opt-in extra images for idle time: planned once, each sent only to a worker that would otherwise idle."""
+
+    planned: bool = False
+    chunks: dict[str, Chunk] = field(default_factory=dict)  # by worker
+    until: float = 0.0  # an extra must finish by then (the plan's makespan)
+
+
+class JobControl:
+    """What other threads do to a running job: interrupt, skip, or wake its loop (the master's lane reporting).
+    The loop re-arms `wake` before it looks at the job's state and waits on it among its calls, so a request made
+    at any moment reaches it at once, without polling."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wake: Future[None] = Future()
+        self.interrupted = False
+        self._skip = False
+
+    def rearm(self) -> None:
+        with self._lock:
+            if self._wake.done():
+                self._wake = Future()
+
+    @property
+    def wake(self) -> Future[None]:
+        with self._lock:
+            return self._wake
+
+    def poke(self) -> None:
+        with self._lock:
+            if not self._wake.done():
+                self._wake.set_result(None)
+
+    def interrupt(self) -> None:
+        self.interrupted = True
+        self.poke()
+
+    def skip(self) -> None:
+        self._skip = True
+        self.poke()
+
+    def take_skip(self) -> bool:
+        """True once per skip request."""
+        with self._lock:
+            asked, self._skip = self._skip, False
+            return asked

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from distributed.engine.chunkbook import BookedChunk, ChunkBook
 from distributed.engine.fleet import FleetMember
 from distributed.engine.jobs import ImageResult, JobSpec, WorkerStats
-from distributed.engine.jobstate import EventKind, RetryPolicy
+from distributed.engine.jobstate import EventKind, JobControl, RetryPolicy
 from distributed.engine.lane import LocalLane
 from distributed.engine.runtime import Runtime
 from distributed.engine.scheduler import Chunk, Slot, member_slot
@@ -29,7 +29,7 @@ class LaneMember:
     _rt: Runtime
     _stats: dict[str, WorkerStats]
     _started: float
-    _interrupted: bool
+    control: JobControl
     # the Job's own methods, used here
     _admitting: Callable[..., bool]
     _emit: Callable[..., None]
@@ -75,4 +75,4 @@ class LaneMember:
         predicted = lane.cost.predict(chunk.count, self.spec.workload)
         if self.policy.lane_overdue(now - since, predicted):
             logger.error("the master's own chunk %d-%d never finished; ending the job", chunk.start, chunk.end)
-            self._interrupted = True
+            self.control.interrupt()

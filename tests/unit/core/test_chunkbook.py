@@ -80,3 +80,16 @@ def test_extras_are_kept_when_made_and_never_requeued() -> None:
     lost = book.take(Chunk("b", 4, 1, extra=True), "b")
     assert book.settle(lost, ChunkState.FAILED) == []
     assert book.pending == {0, 1}
+
+
+def test_blame_counts_distinct_workers_per_image() -> None:
+    book: ChunkBook[str] = ChunkBook(range(4))
+    first = book.take(Chunk("a", 0, 2), "a")
+    book.settle(first, ChunkState.FAILED)
+    assert book.blame(first) == (0, 1)
+    again = book.take(Chunk("a", 1, 1), "a")
+    book.settle(again, ChunkState.FAILED)
+    assert book.blame(again) == (1, 1)  # the same worker twice is still one worker
+    other = book.take(Chunk("b", 1, 2), "b")
+    book.settle(other, ChunkState.FAILED)
+    assert book.blame(other) == (1, 2)
