@@ -70,8 +70,7 @@ class LocalFleet:
         fleet = Fleet(validate(FleetConfig, data))
         if calibrated:
             for member in fleet:
-                cost = self.costs[member.name]
-                member.cost = CostModel(cost.overhead_s, cost.seconds_per_unit)
+                member.cost = self.costs[member.name].copy()
                 member.calibrated = True
         return fleet
 

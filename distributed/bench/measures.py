@@ -15,7 +15,7 @@ from distributed.cli.localfleet import LocalWorker
 from distributed.compat import validate
 from distributed.engine.client import WorkerClient
 from distributed.engine.config import Timeouts, WorkerConfig
-from distributed.engine.costmodel import CostModel, Workload
+from distributed.engine.costmodel import Workload
 from distributed.engine.dispatcher import Job, ProgressEvent
 from distributed.engine.jobs import JobSpec, check_response
 from distributed.engine.scheduler import Chunk
@@ -102,12 +102,17 @@ def killed_worker(local: LocalFleet, images: int) -> KillRow:
     )
 
 
+EMULATED = "emulated (--emulate-ipm)"
+
+
 @dataclass
 class PredictionRow:
     change: str
     worker: str
     predicted_s: float
     actual_s: float
+    compute: str = EMULATED  # or real compute (bench/realcompute.py)
+    baseline_s: float | None = None  # what overhead + megapixel-steps alone predicted (the first cost model)
 
     @property
     def error(self) -> float:
@@ -120,8 +125,7 @@ def prediction_errors(local: LocalFleet, images: int = 4) -> list[PredictionRow]
     fleet = local.fleet()
     rows = []
     for member in fleet:
-        frozen = local.costs[member.name]
-        model = CostModel(frozen.overhead_s, frozen.seconds_per_unit)
+        model = local.costs[member.name].copy()
         for change, workload in changes.items():
             payload = {
                 **spec(images).payload,

@@ -17,6 +17,12 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="batch sizes (default 1,4,24,96)")
     parser.add_argument("--fleets", default=",".join(FLEETS), help="equal,unequal,extreme (default all)")
     parser.add_argument("--quick", action="store_true", help="batches only, small sizes (a smoke test)")
+    parser.add_argument(
+        "--real-compute",
+        action="store_true",
+        help="with --quick: still measure the cost model's prediction error on real compute (a tiny-model worker "
+        "without emulation, about 30 s; always measured without --quick)",
+    )
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -28,6 +34,7 @@ def run_bench(args: argparse.Namespace) -> int:
         master_cost_per_image,
         prediction_errors,
     )
+    from distributed.bench.realcompute import REAL, real_compute_errors
     from distributed.bench.report import Report, batches_chart
 
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
@@ -54,6 +61,9 @@ def run_bench(args: argparse.Namespace) -> int:
             report.predictions = prediction_errors(local)
             report.interrupt = interrupt_latency(local)
             report.kill = killed_worker(local, 48)
+    if not args.quick or args.real_compute:
+        print(f"prediction errors on {REAL}", flush=True)
+        report.real = real_compute_errors(logs)
     if not args.quick:
         print("master cost per 512x512 image", flush=True)
         report.master_ms, report.master_png_bytes = master_cost_per_image()

@@ -1,9 +1,14 @@
-"""Measuring a worker's speed: warm up, then time whole round trips of 1, 2 and 4 images, fit overhead and slope.
+"""Measuring a worker's speed: warm up, then time whole round trips, and fit every term of the cost model.
 
-The warm-up is one step at the asked size; the timed workload's steps are scaled from it so that a worker spends
+The warm-up is one step at the asked size. Then, timed: 1 and 2 images at one step; 1, 2 and 4 images at more steps;
+one image at each of two other resolutions (probe_sizes: half and 1.5x the sides where allowed); and a 64x64 image at
+one step and at the asked steps (cheap anywhere, it shows the per-request costs almost alone). The batch sizes tell
+per-request costs from per-image ones, the two step counts per-step costs from the rest, the three resolutions costs
+that grow with the pixels from those that grow faster. Each timed request runs twice when the budget allows, and the
+faster time counts (a hiccup would skew the fit). The step count is scaled from the warm-up so that a worker spends
 about `budget_s` in all, whatever its speed; a call that cannot finish in time is interrupted on its worker. All
-workers are measured at once. The result is a cost model (for planning) and images per minute at
-512x512, 20 steps (for people).
+workers are measured at once. The result is a cost model (for planning) and images per minute at 512x512, 20 steps
+(for people).
 """
 
 from __future__ import annotations
@@ -24,7 +29,13 @@ from distributed.errors import WorkerError, WorkerTimeout
 
 logger = logging.getLogger(__name__)
 
-TIMED_BATCHES = (1, 2, 4)
+TIMED_BATCHES = (1, 2, 4)  # images per request at the asked size, at the timed step count
+SHORT_BATCHES = (1, 2)  # images per request at the asked size, one step: apart from steps, the costs that do not grow
+REPEATS = 2  # each timed request twice when the budget allows, the faster time kept
+MIN_STEPS = 2  # the timed step count, at least: two step counts tell per-step costs from the rest
+PROBE_FACTORS = (0.5, 1.5, 0.25, 0.75, 2.0)  # side scales of the two other resolutions, in order of preference
+PROBE_MAX_PIXELS = 1024 * 1024  # no probe larger than this (nor than the asked size, when that is larger)
+FLOOR = 64  # the smallest side the webui allows
 PROMPT = "a lighthouse on a cliff at dusk, oil painting"
 
 
@@ -69,39 +80,49 @@ def benchmark_member(
     model: str | None = None,
     request: dict[str, Any] | None = None,  # merged into every request (the master's own: "do not distribute")
 ) -> BenchmarkOutcome:
-    """Within about `budget_s`: a 1-step warm-up at the asked size (loads the model), then 1, 2 and 4 images at as
-    many steps as the budget allows. A call that cannot finish in time is interrupted on the worker, and the outcome
-    says what to change (a smaller size, a longer budget)."""
+    """Within about `budget_s`: a 1-step warm-up at the asked size (loads the model), then the timed requests. A call
+    that cannot finish in time is interrupted on the worker, and the outcome says what to change (a smaller size, a
+    longer budget)."""
     started = time.monotonic()
     request = request or {}
-    warm_load = Workload(workload.width, workload.height, 1)
+    one_step = Workload(workload.width, workload.height, 1)
+
+    def timed(each: Workload, images: int, read_s: float) -> float:
+        return _bounded(member, each, images, model, read_s, request, workload, budget_s)
+
     try:
         # a first call may load a model: it gets three budgets, and is interrupted after that
-        step_s = _bounded(member, warm_load, 1, model, 3 * budget_s, request, workload, budget_s)
-        if step_s > budget_s / 2:  # perhaps mostly loading: time one step again
-            step_s = min(step_s, _bounded(member, warm_load, 1, model, 2 * step_s, request, workload, budget_s))
-        rounds = sum(TIMED_BATCHES)
-        if rounds * step_s > 3 * budget_s:  # even one step per image would overrun: say so before trying
+        first_s = timed(one_step, 1, 3 * budget_s)
+        plan = [(one_step, images, max(budget_s, 3 * images * first_s)) for images in SHORT_BATCHES]
+        best = [timed(each, images, read_s) for each, images, read_s in plan]
+        step_s = min(first_s, best[0])
+        max_pixels = member.config.caps.max_pixels
+        one, two = (_work(_plan(workload, n, max_pixels), workload) for n in (1, 2))
+        fixed, per_step = 2 * one - two, two - one  # the plan's cost is linear in its step count
+        if (fixed + MIN_STEPS * per_step) * step_s > 3 * budget_s:  # it would overrun: say so before trying
+            seconds = (fixed + MIN_STEPS * per_step) * step_s
             raise WorkerTimeout(
                 member.name,
                 f"one step of a {workload.width}x{workload.height} image takes {step_s:.1f} s, so timing "
-                f"{rounds} images would take about {rounds * step_s:.0f} s. Try a smaller size "
-                f"({_smaller(workload)}) or --budget {math.ceil(rounds * step_s * 1.5)}.",
+                f"{sum(TIMED_BATCHES)} images and a few smaller ones at {MIN_STEPS} steps would take about "
+                f"{seconds:.0f} s. Try a smaller size ({_smaller(workload)}) or --budget {math.ceil(1.5 * seconds)}.",
             )
-        # 1 + 2 + 4 images at `steps` should take about 70% of what is left
-        left = max(0.0, budget_s - (time.monotonic() - started))
-        steps = max(1, min(workload.steps, int(0.7 * left / (rounds * step_s))))
-        timed = Workload(workload.width, workload.height, steps)
-        observations = []
-        for images in TIMED_BATCHES:
-            read_s = max(budget_s, 3 * images * steps * step_s)
-            seconds = _bounded(member, timed, images, model, read_s, request, workload, budget_s)
-            observations.append(Observation(images * timed.units, seconds))
+        # the timed requests should take about 70% of what is left: twice each (a hiccup then shows) if that fits
+        left = 0.7 * max(0.0, budget_s - (time.monotonic() - started))
+        repeats = REPEATS if REPEATS * (fixed + MIN_STEPS * per_step) * step_s <= left else 1
+        steps = max(MIN_STEPS, min(workload.steps, int((left / (repeats * step_s) - fixed) / per_step)))
+        for each, images in _plan(workload, steps, max_pixels):
+            plan.append((each, images, max(budget_s, 3 * _work([(each, images)], workload) * step_s)))
+            best.append(math.inf)
+        for turn in range(repeats):
+            for index, (each, images, read_s) in enumerate(plan):
+                if turn or index >= len(SHORT_BATCHES):  # the first 1-step requests have had their first turn
+                    best[index] = min(best[index], timed(each, images, read_s))
     except WorkerError as error:
         member.record_error(error)
         return BenchmarkOutcome(member.name, None, None, str(error))
-    cost = CostModel.fit(observations)
-    cost.measured_at = workload.label  # speeds are shown at the size asked for (the fit is per megapixel-step)
+    cost = CostModel.fit([Observation(images, each, s) for (each, images, _), s in zip(plan, best, strict=True)])
+    cost.measured_at = workload.label  # speeds are shown at the size asked for (the fit covers every size)
     member.cost = cost
     member.calibrated = True
     record = BenchmarkRecord(
@@ -111,6 +132,38 @@ def benchmark_member(
         seconds=round(time.monotonic() - started, 2),
     )
     return BenchmarkOutcome(member.name, cost, record)
+
+
+def _plan(workload: Workload, steps: int, max_pixels: int | None) -> list[tuple[Workload, int]]:
+    """The timed requests after the 1-step ones at the asked size: 1, 2 and 4 images at `steps`; one image at each
+    probe size; and, unless asked for, a 64x64 image at one step and at the asked steps, which costs little anywhere
+    and shows the per-request costs (those of each step too) almost alone."""
+    plan = [(Workload(workload.width, workload.height, steps), images) for images in TIMED_BATCHES]
+    sizes = probe_sizes(workload, max_pixels)
+    plan += [(Workload(width, height, steps), 1) for width, height in sizes]
+    if (workload.width, workload.height) != (FLOOR, FLOOR):
+        floor = [(Workload(FLOOR, FLOOR, 1), 1), (Workload(FLOOR, FLOOR, max(steps, workload.steps)), 1)]
+        plan += [entry for entry in floor if entry not in plan]
+    return plan
+
+
+def _work(plan: list[tuple[Workload, int]], asked: Workload) -> float:
+    """What a plan costs, in steps of one image at the asked size (by pixels)."""
+    return sum(images * each.steps * each.width * each.height / (asked.width * asked.height) for each, images in plan)
+
+
+def probe_sizes(workload: Workload, max_pixels: int | None = None) -> list[tuple[int, int]]:
+    """Two other resolutions that the webui allows (sides >= 64, multiples of 8), a larger one only up to a
+    megapixel (or the worker's max_pixels), so that the terms growing with the pixels, linearly and faster, can be
+    told apart across the sizes people change to: 512x512 -> 256x256, 768x768; 1024x1024 -> 512x512, 256x256."""
+    limit = min(PROBE_MAX_PIXELS, max_pixels or PROBE_MAX_PIXELS)
+    sizes: list[tuple[int, int]] = []
+    for factor in PROBE_FACTORS:
+        size = (8 * round(workload.width * factor / 8), 8 * round(workload.height * factor / 8))
+        usable = min(size) >= FLOOR and (factor < 1 or size[0] * size[1] <= limit)
+        if usable and size != (workload.width, workload.height) and size not in sizes:
+            sizes.append(size)
+    return sizes[:2]
 
 
 def _bounded(

@@ -41,10 +41,15 @@ class Caps(StrictModel):
 
 
 class CostModelState(StrictModel):
-    """A fitted cost model: seconds = overhead_s + images x megapixel-steps x seconds_per_unit."""
+    """A fitted cost model (engine/costmodel.py): seconds = overhead_s + step_overhead_s x steps + images x
+    (decode_s_per_mp x MP + steps x (seconds_per_unit x MP + attention_s_per_mp2 x MP^2)), MP = megapixels.
+    The last three terms came later: a file without them loads as megapixel-steps plus an overhead, as it was."""
 
     overhead_s: float = Field(ge=0, le=3600)
     seconds_per_unit: float = Field(gt=0, le=3600)
+    step_overhead_s: float = Field(0.0, ge=0, le=3600)  # per request per sampling step, whatever the batch size
+    decode_s_per_mp: float = Field(0.0, ge=0, le=3600)  # per image per megapixel, once (VAE decode, PNG)
+    attention_s_per_mp2: float = Field(0.0, ge=0, le=3600)  # per image per megapixel squared per step
     samples: int = Field(0, ge=0)
     error: Optional[float] = Field(None, ge=0)
     measured_at: Optional[str] = Field(None, max_length=64)  # the last workload it learned from, "WxH, S steps"

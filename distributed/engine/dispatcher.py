@@ -202,7 +202,7 @@ class Job(Admission, LaneMember):
         caps = member.config.caps
         return member_slot(
             member.name,
-            cost.overhead_s,
+            cost.overhead(self.spec.workload),
             cost.per_image(self.spec.workload),
             available,
             max_batch=caps.max_batch,

@@ -107,7 +107,7 @@ class FleetMember:
 
     def ensure_cost(self, prior: CostModel) -> CostModel:
         if self.cost is None:
-            self.cost = CostModel(prior.overhead_s, prior.seconds_per_unit)
+            self.cost = prior.copy()
         return self.cost
 
     def to_config(self) -> WorkerConfig:

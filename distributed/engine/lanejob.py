@@ -41,7 +41,8 @@ class LaneMember:
             chunk, since = current
             available = since + lane.cost.predict(chunk.count, self.spec.workload) - now
         per_image = lane.cost.per_image(self.spec.workload)
-        return member_slot(lane.name, lane.cost.overhead_s, per_image, available, max_batch=lane.max_batch)
+        overhead = lane.cost.overhead(self.spec.workload)
+        return member_slot(lane.name, overhead, per_image, available, max_batch=lane.max_batch)
 
     def _lane_eligible(self, remote: list[FleetMember]) -> bool:
         """The master renders unless it only orchestrates; then only once no worker can (nor may soon) take work."""

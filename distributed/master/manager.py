@@ -31,7 +31,7 @@ from distributed.engine.config import (
     parse_config,
     save_config,
 )
-from distributed.engine.costmodel import CostModel, Workload
+from distributed.engine.costmodel import REFERENCE, CostModel, Workload
 from distributed.engine.fleet import Fleet, FleetMember, WorkerState
 from distributed.engine.jobs import JobResult
 from distributed.engine.lane import MASTER
@@ -354,10 +354,16 @@ SPEED_CHANGE = 0.05  # a learned speed is saved again when it moved by more than
 
 
 def _changed(old: CostModelState | None, new: CostModelState | None) -> bool:
+    """A speed worth saving again: its prediction for one image, or for a batch, moved by more than SPEED_CHANGE
+    at the size it learned from (every term counts, whichever moved)."""
     if new is None:
         return False
     if old is None:
         return True
-    slope = abs(new.seconds_per_unit - old.seconds_per_unit) / max(old.seconds_per_unit, 1e-12)
-    overhead = abs(new.overhead_s - old.overhead_s)
-    return slope > SPEED_CHANGE or overhead > max(0.05, SPEED_CHANGE * old.overhead_s)
+    before, after = CostModel.from_state(old), CostModel.from_state(new)
+    workload = Workload.from_label(new.measured_at) or REFERENCE
+    for images in (1, 4):
+        was, now = before.predict(images, workload), after.predict(images, workload)
+        if abs(now - was) > SPEED_CHANGE * was:
+            return True
+    return False

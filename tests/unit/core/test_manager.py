@@ -132,3 +132,16 @@ def test_learned_speeds_are_saved_only_when_they_move_and_never_push_out_the_use
     assert path.read_text(encoding="utf-8") != saved
     assert (tmp_path / "workers.json.bak").read_text(encoding="utf-8") == backup
     manager.close()
+
+
+def test_a_speed_counts_as_moved_whichever_term_moved() -> None:
+    from distributed.engine.config import CostModelState
+    from distributed.master.manager import _changed
+
+    label = "512x512, 20 steps"
+    old = CostModelState(overhead_s=0.0, seconds_per_unit=0.2, step_overhead_s=0.01, measured_at=label)
+    assert _changed(None, old)
+    assert not _changed(old, old)
+    assert not _changed(old, CostModelState(overhead_s=0.0, seconds_per_unit=0.202, step_overhead_s=0.01))
+    assert _changed(old, CostModelState(overhead_s=0.0, seconds_per_unit=0.3, step_overhead_s=0.01))
+    assert _changed(old, CostModelState(overhead_s=0.0, seconds_per_unit=0.2, step_overhead_s=0.05, measured_at=label))
