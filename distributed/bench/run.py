@@ -21,7 +21,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "--real-compute",
         action="store_true",
         help="with --quick: still measure the cost model's prediction error on real compute (a tiny-model worker "
-        "without emulation, about 30 s; always measured without --quick)",
+        "without emulation, about a minute; always measured without --quick)",
     )
 
 

@@ -1,14 +1,14 @@
 """Measuring a worker's speed: warm up, then time whole round trips, and fit every term of the cost model.
 
-The warm-up is one step at the asked size. Then, timed: 1 and 2 images at one step; 1, 2 and 4 images at more steps;
-one image at each of two other resolutions (probe_sizes: half and 1.5x the sides where allowed); and a 64x64 image at
-one step and at the asked steps (cheap anywhere, it shows the per-request costs almost alone). The batch sizes tell
-per-request costs from per-image ones, the two step counts per-step costs from the rest, the three resolutions costs
-that grow with the pixels from those that grow faster. Each timed request runs twice when the budget allows, and the
-faster time counts (a hiccup would skew the fit). The step count is scaled from the warm-up so that a worker spends
-about `budget_s` in all, whatever its speed; a call that cannot finish in time is interrupted on its worker. All
-workers are measured at once. The result is a cost model (for planning) and images per minute at 512x512, 20 steps
-(for people).
+The warm-up is one step at the asked size. Then, timed: 1 and 2 images at one step and one image at PROBE_STEPS
+(what a step costs, to size the rest); 1, 2 and 4 images at more steps; one image at each of two other resolutions
+(probe_sizes: half, and twice or 1.5x the sides where allowed); and a 64x64 image at one step and at the asked steps
+(cheap anywhere, it shows the per-request costs almost alone). The batch sizes tell per-request costs from
+per-image ones, the step counts per-step costs from the rest, the three resolutions costs that grow with the pixels
+from those that grow faster. Each timed request runs up to three times as the budget allows, and the fastest time
+counts (a hiccup would skew the fit). The step count is scaled so that a worker spends about `budget_s` in all,
+whatever its speed; a call that cannot finish in time is interrupted on its worker. All workers are measured at
+once. The result is a cost model (for planning) and images per minute at 512x512, 20 steps (for people).
 """
 
 from __future__ import annotations
@@ -31,10 +31,12 @@ logger = logging.getLogger(__name__)
 
 TIMED_BATCHES = (1, 2, 4)  # images per request at the asked size, at the timed step count
 SHORT_BATCHES = (1, 2)  # images per request at the asked size, one step: apart from steps, the costs that do not grow
-REPEATS = 2  # each timed request twice when the budget allows, the faster time kept
+REPEATS = 3  # each timed request up to this many times as the budget allows, the fastest time kept
 MIN_STEPS = 2  # the timed step count, at least: two step counts tell per-step costs from the rest
-PROBE_FACTORS = (0.5, 1.5, 0.25, 0.75, 2.0)  # side scales of the two other resolutions, in order of preference
+PROBE_STEPS = 3  # one image at this many steps after the 1-step ones: what a step costs, to size the timed requests
+PROBE_FACTORS = (0.5, 2.0, 1.5, 0.25, 0.75)  # side scales of the two other resolutions, in order of preference
 PROBE_MAX_PIXELS = 1024 * 1024  # no probe larger than this (nor than the asked size, when that is larger)
+DOUBLE_MAX_PIXELS = 512 * 512  # twice the sides only up to this: cheap, and within any GPU's memory
 FLOOR = 64  # the smallest side the webui allows
 PROMPT = "a lighthouse on a cliff at dusk, oil painting"
 
@@ -94,29 +96,35 @@ def benchmark_member(
         # a first call may load a model: it gets three budgets, and is interrupted after that
         first_s = timed(one_step, 1, 3 * budget_s)
         plan = [(one_step, images, max(budget_s, 3 * images * first_s)) for images in SHORT_BATCHES]
+        probe = Workload(workload.width, workload.height, PROBE_STEPS)
+        plan.append((probe, 1, max(budget_s, 3 * PROBE_STEPS * first_s)))
         best = [timed(each, images, read_s) for each, images, read_s in plan]
-        step_s = min(first_s, best[0])
+        one_step_s = min(first_s, best[0])
+        # a step's own cost, and the rest of an image's (request, decode): the timed requests are sized by both
+        step_s = max((best[-1] - one_step_s) / (PROBE_STEPS - 1), 0.05 * one_step_s)
+        rest_s = max(0.0, one_step_s - step_s)
         max_pixels = member.config.caps.max_pixels
-        one, two = (_work(_plan(workload, n, max_pixels), workload) for n in (1, 2))
+        one, two = (_seconds(_plan(workload, n, max_pixels), workload, rest_s, step_s) for n in (1, 2))
         fixed, per_step = 2 * one - two, two - one  # the plan's cost is linear in its step count
-        if (fixed + MIN_STEPS * per_step) * step_s > 3 * budget_s:  # it would overrun: say so before trying
-            seconds = (fixed + MIN_STEPS * per_step) * step_s
+        if fixed + MIN_STEPS * per_step > 3 * budget_s:  # it would overrun: say so before trying
+            seconds = fixed + MIN_STEPS * per_step
             raise WorkerTimeout(
                 member.name,
                 f"one step of a {workload.width}x{workload.height} image takes {step_s:.1f} s, so timing "
                 f"{sum(TIMED_BATCHES)} images and a few smaller ones at {MIN_STEPS} steps would take about "
                 f"{seconds:.0f} s. Try a smaller size ({_smaller(workload)}) or --budget {math.ceil(1.5 * seconds)}.",
             )
-        # the timed requests should take about 70% of what is left: twice each (a hiccup then shows) if that fits
+        # the timed requests should take about 70% of what is left: up to three times each (a hiccup then shows)
         left = 0.7 * max(0.0, budget_s - (time.monotonic() - started))
-        repeats = REPEATS if REPEATS * (fixed + MIN_STEPS * per_step) * step_s <= left else 1
-        steps = max(MIN_STEPS, min(workload.steps, int((left / (repeats * step_s) - fixed) / per_step)))
+        affordable = int(left / max(1e-9, fixed + MIN_STEPS * per_step))
+        repeats = max(1, min(REPEATS, affordable))
+        steps = max(MIN_STEPS, min(workload.steps, int((left / repeats - fixed) / per_step)))
         for each, images in _plan(workload, steps, max_pixels):
-            plan.append((each, images, max(budget_s, 3 * _work([(each, images)], workload) * step_s)))
+            plan.append((each, images, max(budget_s, 3 * _seconds([(each, images)], workload, rest_s, step_s))))
             best.append(math.inf)
         for turn in range(repeats):
             for index, (each, images, read_s) in enumerate(plan):
-                if turn or index >= len(SHORT_BATCHES):  # the first 1-step requests have had their first turn
+                if turn or index > len(SHORT_BATCHES):  # the first requests (1 step, the probe) had their first turn
                     best[index] = min(best[index], timed(each, images, read_s))
     except WorkerError as error:
         member.record_error(error)
@@ -147,20 +155,27 @@ def _plan(workload: Workload, steps: int, max_pixels: int | None) -> list[tuple[
     return plan
 
 
-def _work(plan: list[tuple[Workload, int]], asked: Workload) -> float:
-    """What a plan costs, in steps of one image at the asked size (by pixels)."""
-    return sum(images * each.steps * each.width * each.height / (asked.width * asked.height) for each, images in plan)
+def _seconds(plan: list[tuple[Workload, int]], asked: Workload, rest_s: float, step_s: float) -> float:
+    """What a plan should take, from one image's cost at the asked size apart from its steps and each step's, both
+    scaled by pixels (a request's own overhead is in `rest_s`, so small images are over-counted, never under)."""
+    total = 0.0
+    for each, images in plan:
+        scale = max(1.0, images * each.width * each.height / (asked.width * asked.height))
+        total += scale * rest_s + images * each.steps * each.width * each.height / (asked.width * asked.height) * step_s
+    return total
 
 
 def probe_sizes(workload: Workload, max_pixels: int | None = None) -> list[tuple[int, int]]:
     """Two other resolutions that the webui allows (sides >= 64, multiples of 8), a larger one only up to a
     megapixel (or the worker's max_pixels), so that the terms growing with the pixels, linearly and faster, can be
-    told apart across the sizes people change to: 512x512 -> 256x256, 768x768; 1024x1024 -> 512x512, 256x256."""
+    told apart across the sizes people change to: 128x128 -> 64x64, 256x256; 512x512 -> 256x256, 768x768;
+    1024x1024 -> 512x512, 256x256."""
     limit = min(PROBE_MAX_PIXELS, max_pixels or PROBE_MAX_PIXELS)
     sizes: list[tuple[int, int]] = []
     for factor in PROBE_FACTORS:
         size = (8 * round(workload.width * factor / 8), 8 * round(workload.height * factor / 8))
-        usable = min(size) >= FLOOR and (factor < 1 or size[0] * size[1] <= limit)
+        ceiling = DOUBLE_MAX_PIXELS if factor > 1.5 else limit
+        usable = min(size) >= FLOOR and (factor < 1 or size[0] * size[1] <= min(limit, ceiling))
         if usable and size != (workload.width, workload.height) and size not in sizes:
             sizes.append(size)
     return sizes[:2]

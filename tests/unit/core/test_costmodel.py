@@ -117,14 +117,15 @@ def test_the_benchmark_times_what_identifies_each_term(
     sizes = {(w, h) for w, h, _, _ in requests}
     probes = benchmark.probe_sizes(asked)
     assert sizes == {(asked.width, asked.height), (64, 64), *probes}
-    timed_steps = {s for w, h, s, _ in requests if (w, h) != (64, 64)} - {1}
-    assert len(timed_steps) == 1
-    steps = timed_steps.pop()
+    timed_steps = {s for w, h, s, _ in requests if (w, h) != (64, 64)} - {1, benchmark.PROBE_STEPS}
+    assert len(timed_steps) <= 1
+    steps = timed_steps.pop() if timed_steps else benchmark.PROBE_STEPS
     assert benchmark.MIN_STEPS <= steps <= asked.steps  # as many as the budget allows
     # a 64x64 image at one step and at the asked steps shows the per-request costs almost alone
     assert {(1, 1), (asked.steps, 1)} <= {(s, n) for w, h, s, n in requests if (w, h) == (64, 64)}
-    if slower < 1.5:  # a warm-up, then each timed request twice, within the budget
-        assert len(requests) == 1 + 2 * (len(benchmark.SHORT_BATCHES) + len(benchmark._plan(asked, steps, None)))
+    if slower < 1.5:  # a warm-up, then each timed request two or three times, within the budget
+        per_turn = len(benchmark.SHORT_BATCHES) + 1 + len(benchmark._plan(asked, steps, None))
+        assert (len(requests) - 1) % per_turn == 0 and (len(requests) - 1) // per_turn in (2, 3)
         assert outcome.record.seconds <= budget_s
 
 
@@ -148,11 +149,12 @@ def test_the_benchmark_tolerates_timing_noise() -> None:
 
 
 def test_probe_sizes_stay_within_what_a_webui_and_a_gpu_allow() -> None:
-    assert benchmark.probe_sizes(Workload(512, 512, 20)) == [(256, 256), (768, 768)]
+    assert benchmark.probe_sizes(Workload(512, 512, 20)) == [(256, 256), (768, 768)]  # twice only up to 512x512
+    assert benchmark.probe_sizes(Workload(128, 128, 12)) == [(64, 64), (256, 256)]
     assert benchmark.probe_sizes(Workload(1024, 1024, 20)) == [(512, 512), (256, 256)]  # nothing above 1 MP
     assert benchmark.probe_sizes(Workload(512, 512, 20), max_pixels=512 * 512) == [(256, 256), (128, 128)]
-    assert benchmark.probe_sizes(Workload(64, 64, 4)) == [(96, 96), (128, 128)]  # 64 is the smallest side
-    assert benchmark.probe_sizes(Workload(768, 512, 20)) == [(384, 256), (1152, 768)]
+    assert benchmark.probe_sizes(Workload(64, 64, 4)) == [(128, 128), (96, 96)]  # 64 is the smallest side
+    assert benchmark.probe_sizes(Workload(768, 512, 20)) == [(384, 256), (1152, 768)]  # twice: above 1 MP
 
 
 def test_a_model_saved_before_the_new_terms_loads_as_it_predicted() -> None:
