@@ -45,7 +45,10 @@ class RealCompute:
     benchmark_s: float = 0.0
 
 
-def real_compute_errors(logs: Path, budget_s: float = 10.0) -> RealCompute:
+BUDGET_S = 20.0  # the benchmark's --budget here: at 10 s this CPU's noise leaves it as few as 4 timed steps
+
+
+def real_compute_errors(logs: Path, budget_s: float = BUDGET_S) -> RealCompute:
     """Benchmark a real tiny-model worker at ASKED within `budget_s`, then time IMAGES images after each change."""
     with LocalWorker("tiny-real", threads=1, log_path=logs / "real-compute.log") as worker:
         fleet = Fleet(validate(FleetConfig, {"workers": [{"name": "tiny-real", "url": worker.url}]}))

@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 
 from distributed import __version__
 from distributed.bench.measures import EMULATED, BatchRow, InterruptRow, KillRow, PredictionRow
-from distributed.bench.realcompute import IMAGES, REAL, REPEATS, RealCompute
+from distributed.bench.realcompute import BUDGET_S, IMAGES, REAL, REPEATS, RealCompute
 
 SERIES = (
     ("ours", (40, 110, 200)),
@@ -206,7 +206,8 @@ class Report:
             lines += [
                 "",
                 f"{REAL}: a headless worker running the tiny model on one CPU thread, benchmarked once at "
-                f"{self.real.asked} (after one request, as a worker in use has rendered before), predicts a "
+                f"{self.real.asked} with `--budget {BUDGET_S:g}` (after one request, as a worker in use has rendered "
+                f"before), predicts a "
                 f"{IMAGES}-image request after the change; each request is timed {REPEATS} times and the fastest "
                 "time kept. The last "
                 "column is what the first cost model (overhead + megapixel-steps, fitted as its benchmark did: 1, "
