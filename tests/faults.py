@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 IDLE_PROGRESS = {"progress": 0, "eta_relative": 0, "state": {"job_count": 0, "sampling_step": 0, "sampling_steps": 0}}
@@ -24,11 +26,14 @@ def send_json(handler: BaseHTTPRequestHandler, status: int, raw: bytes, length: 
 
 
 @contextmanager
-def fake_worker(respond: Responder) -> Iterator[str]:
-    """An HTTP server whose every answer comes from `respond`; None means: never answer (until the test ends)."""
+def fake_worker(respond: Responder, tls: tuple[Path, Path] | None = None, keep_alive: bool = False) -> Iterator[str]:
+    """An HTTP server whose every answer comes from `respond`; None means: never answer (until the test ends).
+    `tls`: (certificate, key) to serve https; `keep_alive`: HTTP/1.1, so a client reuses its connection."""
     release = threading.Event()
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
         def _handle(self, method: str) -> None:
             length = int(self.headers.get("content-length") or 0)
             body = self.rfile.read(length) if length else b""
@@ -50,10 +55,14 @@ def fake_worker(respond: Responder) -> Iterator[str]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(str(tls[0]), str(tls[1]))
+        server.socket = context.wrap_socket(server.socket, server_side=True)  # a failed handshake drops that client
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}"
     finally:
         release.set()
         server.shutdown()

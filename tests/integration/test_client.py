@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import base64
-import json
 import logging
-import ssl
 import struct
-import threading
 import time
 import warnings
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -145,35 +141,10 @@ def test_an_image_claiming_huge_dimensions_is_refused_before_decoding() -> None:
 
 @contextmanager
 def https_worker(folder: Path) -> Iterator[str]:
-    """An idle worker's /progress over https with a self-signed certificate, served in a thread."""
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive: the second request reuses the pool's connection
-
-        def do_GET(self) -> None:
-            raw = json.dumps(IDLE_PROGRESS).encode()
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(*self_signed(folder))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    server.socket = context.wrap_socket(server.socket, server_side=True)  # a failed handshake only drops that client
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"https://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+    """An idle worker's /progress over https with a self-signed certificate, served in a thread (keep-alive: the
+    second request reuses the pool's connection)."""
+    with fake_worker(lambda method, path, body: (200, IDLE_PROGRESS), tls=self_signed(folder), keep_alive=True) as url:
+        yield url
 
 
 def test_skipping_tls_verification_is_said_once_per_worker_and_changes_no_warning_filter(
