@@ -33,6 +33,7 @@ TIMED_BATCHES = (1, 2, 4)  # images per request at the asked size, at the timed 
 SHORT_BATCHES = (1, 2)  # images per request at the asked size, one step: apart from steps, the costs that do not grow
 REPEATS = 3  # each timed request up to this many times as the budget allows, the fastest time kept
 MIN_STEPS = 2  # the timed step count, at least: two step counts tell per-step costs from the rest
+LEVELS = (2, 1, 0)  # every size; without the other resolutions; the asked size only (for the slowest workers)
 PROBE_STEPS = 3  # one image at this many steps after the 1-step ones: what a step costs, to size the timed requests
 PROBE_FACTORS = (0.5, 2.0, 1.5, 0.25, 0.75)  # side scales of the two other resolutions, in order of preference
 PROBE_MAX_PIXELS = 1024 * 1024  # no probe larger than this (nor than the asked size, when that is larger)
@@ -104,22 +105,28 @@ def benchmark_member(
         step_s = max((best[-1] - one_step_s) / (PROBE_STEPS - 1), 0.05 * one_step_s)
         rest_s = max(0.0, one_step_s - step_s)
         max_pixels = member.config.caps.max_pixels
-        one, two = (_seconds(_plan(workload, n, max_pixels), workload, rest_s, step_s) for n in (1, 2))
-        fixed, per_step = 2 * one - two, two - one  # the plan's cost is linear in its step count
+        # the timed requests should take about 70% of what is left: up to three times each (a hiccup then shows);
+        # a worker too slow for every size in that time is timed at the asked size only
+        left = 0.7 * max(0.0, budget_s - (time.monotonic() - started))
+        for level in LEVELS:
+            one, two = (_seconds(_plan(workload, n, max_pixels, level), workload, rest_s, step_s) for n in (1, 2))
+            fixed, per_step = 2 * one - two, two - one  # the plan's cost is linear in its step count
+            if fixed + MIN_STEPS * per_step <= left:
+                break
         if fixed + MIN_STEPS * per_step > 3 * budget_s:  # it would overrun: say so before trying
             seconds = fixed + MIN_STEPS * per_step
+            at_floor = workload.width * workload.height <= FLOOR**2
+            smaller = "" if at_floor else f"a smaller size ({_smaller(workload)}) or "
             raise WorkerTimeout(
                 member.name,
                 f"one step of a {workload.width}x{workload.height} image takes {step_s:.1f} s, so timing "
-                f"{sum(TIMED_BATCHES)} images and a few smaller ones at {MIN_STEPS} steps would take about "
-                f"{seconds:.0f} s. Try a smaller size ({_smaller(workload)}) or --budget {math.ceil(1.5 * seconds)}.",
+                f"{sum(TIMED_BATCHES)} images at {MIN_STEPS} steps would take about {seconds:.0f} s. "
+                f"Try {smaller}a budget of {math.ceil(1.5 * seconds)} s (--budget, or budget_s in the REST API).",
             )
-        # the timed requests should take about 70% of what is left: up to three times each (a hiccup then shows)
-        left = 0.7 * max(0.0, budget_s - (time.monotonic() - started))
         affordable = int(left / max(1e-9, fixed + MIN_STEPS * per_step))
         repeats = max(1, min(REPEATS, affordable))
         steps = max(MIN_STEPS, min(workload.steps, int((left / repeats - fixed) / per_step)))
-        for each, images in _plan(workload, steps, max_pixels):
+        for each, images in _plan(workload, steps, max_pixels, level):
             plan.append((each, images, max(budget_s, 3 * _seconds([(each, images)], workload, rest_s, step_s))))
             best.append(math.inf)
         for turn in range(repeats):
@@ -142,14 +149,15 @@ def benchmark_member(
     return BenchmarkOutcome(member.name, cost, record)
 
 
-def _plan(workload: Workload, steps: int, max_pixels: int | None) -> list[tuple[Workload, int]]:
-    """The timed requests after the 1-step ones at the asked size: 1, 2 and 4 images at `steps`; one image at each
-    probe size; and, unless asked for, a 64x64 image at one step and at the asked steps, which costs little anywhere
-    and shows the per-request costs (those of each step too) almost alone."""
+def _plan(workload: Workload, steps: int, max_pixels: int | None, level: int = 2) -> list[tuple[Workload, int]]:
+    """The timed requests after the 1-step ones at the asked size: 1, 2 and 4 images at `steps`; at level 2 one
+    image at each probe size; at levels 1 and 2, unless asked for, a 64x64 image at one step and at the asked steps,
+    which costs little anywhere and shows the per-request costs (those of each step too) almost alone."""
     plan = [(Workload(workload.width, workload.height, steps), images) for images in TIMED_BATCHES]
-    sizes = probe_sizes(workload, max_pixels)
-    plan += [(Workload(width, height, steps), 1) for width, height in sizes]
-    if (workload.width, workload.height) != (FLOOR, FLOOR):
+    if level >= 2:
+        sizes = probe_sizes(workload, max_pixels)
+        plan += [(Workload(width, height, steps), 1) for width, height in sizes]
+    if level >= 1 and (workload.width, workload.height) != (FLOOR, FLOOR):
         floor = [(Workload(FLOOR, FLOOR, 1), 1), (Workload(FLOOR, FLOOR, max(steps, workload.steps)), 1)]
         plan += [entry for entry in floor if entry not in plan]
     return plan

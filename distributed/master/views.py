@@ -87,6 +87,7 @@ class BenchmarkRequest(StrictModel):
     width: int = Field(512, ge=64, le=4096)  # the workload timed; speeds are quoted at 512x512, 20 steps
     height: int = Field(512, ge=64, le=4096)
     steps: int = Field(20, ge=1, le=150)
+    budget_s: float = Field(10.0, ge=2, le=600)  # about how long each worker is timed (slower ones: give more)
 
 
 class BenchmarkResultView(BaseModel):

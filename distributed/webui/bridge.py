@@ -33,6 +33,7 @@ from distributed.webui.fields import LISTS, build_spec, read_checkpoint, script_
 logger = logging.getLogger("distributed")
 
 WAIT_TICK_S = 0.25  # how often the wait refreshes the webui's progress and reads its Interrupt/Skip flags
+INTERRUPT_WAIT_S = 5.0  # an interrupted job hands back what arrived within its grace; this bounds the wait for it
 
 
 @dataclass
@@ -116,12 +117,19 @@ class WebuiJob:
 
     def after_batch(self, p: Any, images: list[Any], iteration: int, state: Any) -> list[Any]:
         """Keep the master's images aside; then either point the loop at its next chunk (and return nothing to the
-        loop for now) or, the job over, return every image in index order."""
+        loop for now) or, the job over, return every image in index order. After Interrupt the loop stops at its
+        next iteration, so this batch is the last chance to hand it what was made: the job is interrupted, and
+        what the master and the fleet made so far is returned now."""
         if self.current is not None:
             for index, image in zip(self.current.indices, images, strict=False):
                 self.own[index] = image
             self.lane.done()
         while True:
+            if state.interrupted or getattr(state, "stopping_generation", False):
+                self.job.interrupt()
+                if not self.finished.wait(timeout=INTERRUPT_WAIT_S):
+                    logger.warning("distributed: the interrupted job did not end within %.0f s", INTERRUPT_WAIT_S)
+                return self.merge(p)
             answer = self.lane.ask(WAIT_TICK_S)
             if isinstance(answer, Chunk):
                 self.point_loop_at(p, iteration + 1, answer)
@@ -131,9 +139,7 @@ class WebuiJob:
                 self.finished.wait(timeout=2 * WAIT_TICK_S)  # the job thread records the result right after
                 return self.merge(p)
             self._show_progress(state)
-            if state.interrupted or getattr(state, "stopping_generation", False):
-                self.job.interrupt()
-            elif state.skipped:
+            if state.skipped:
                 state.skipped = False
                 self.job.skip()
 

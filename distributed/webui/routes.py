@@ -31,7 +31,6 @@ from distributed.master.views import (
 from distributed.webui.runtime import OwnApi
 
 PREFIX = "/distributed/v1"
-BENCHMARK_BUDGET_S = 10.0
 
 
 def basic_auth(api_auth: str | None) -> Callable[..., None] | None:
@@ -106,14 +105,14 @@ def build_router(manager: FleetManager, api_auth: str | None, own: OwnApi | None
             workload = Workload(request.width, request.height, request.steps)
             names = [name for name in request.workers if name != MASTER]
             outcomes = (
-                list(manager.benchmark(names, workload, BENCHMARK_BUDGET_S)) if names or not request.workers else []
+                list(manager.benchmark(names, workload, request.budget_s)) if names or not request.workers else []
             )
             if MASTER in request.workers:  # this machine, through its own API, from outside any generation
                 if own is None or own.url is None:
                     raise HTTPException(
                         status_code=409, detail=f"cannot benchmark {MASTER}: {own.missing if own else 'no API'}"
                     )
-                outcomes.append(manager.benchmark_master(own.url, own.auth, workload, BENCHMARK_BUDGET_S))
+                outcomes.append(manager.benchmark_master(own.url, own.auth, workload, request.budget_s))
         except ConfigError as error:
             raise _bad_request(error) from None
         return [

@@ -170,15 +170,18 @@ def test_every_worker_gone_the_master_renders_every_image(webui: Any, master_spe
 
 
 def test_interrupt_stops_the_workers_rendering(webui: Any, fleet_workers: dict[str, LocalWorker]) -> None:
-    """30 images at 120 ipm take 15 s; after Interrupt the worker itself is idle again within a second."""
+    """30 images at 120 ipm take 15 s; after Interrupt the worker itself is idle again within a second, and what the
+    master and the worker made before it comes back."""
     slow = fleet_workers["slow"]
     write_fleet(webui, {"slow": (slow.url, 0.5)})
     timer = threading.Timer(1.5, webui.state.interrupt)
     timer.start()
     try:
-        run(make_p(batch_size=30, seed=1), [True, [], True, False])
+        processed = run(make_p(batch_size=30, seed=1), [True, [], False, False])
     finally:
         timer.cancel()
+    texts = processed.infotexts[-(len(processed.images) - processed.index_of_first_image) :]
+    assert any("Worker: master" in text for text in texts), f"the master's images were dropped: {texts}"
     deadline = time.monotonic() + 1.0
     busy = True
     while busy and time.monotonic() < deadline:

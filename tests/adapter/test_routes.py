@@ -145,7 +145,7 @@ def test_benchmark_and_status_against_a_real_worker(api: str, fleet_workers: dic
     requests.post(f"{api}/distributed/v1/workers", json={"name": "w", "url": url}, timeout=TIMEOUT)
     bench = requests.post(
         f"{api}/distributed/v1/benchmark",
-        json={"workers": ["w"], "width": 64, "height": 64, "steps": 4},
+        json={"workers": ["w"], "width": 64, "height": 64, "steps": 4, "budget_s": 4},
         timeout=TIMEOUT,
     )
     assert bench.status_code == 200, bench.text
@@ -177,3 +177,5 @@ def test_unknown_keys_are_refused_naming_the_key(api: str, manager: FleetManager
     assert manager.workers() == []  # nothing was written
     bench = requests.post(f"{api}/distributed/v1/benchmark", json={"workers": [], "widht": 64}, timeout=TIMEOUT)
     assert bench.status_code == 422 and "widht" in bench.text
+    bench = requests.post(f"{api}/distributed/v1/benchmark", json={"budget_s": 1}, timeout=TIMEOUT)
+    assert bench.status_code == 422 and "budget_s" in bench.text
