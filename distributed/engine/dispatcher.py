@@ -329,6 +329,7 @@ class Job(Admission, LaneMember):
 
     # -- ending --------------------------------------------------------------------------------------------------
     def _finish_interrupted(self) -> JobResult:
+        self._take_lane_reports()  # the master's last batch, reported just before it passed the interrupt on
         if self.lane is not None:
             self.lane.finish()
         calls = [self._rt.submit(f.member.client.interrupt) for f in self._inflight.values()]

@@ -182,6 +182,8 @@ def test_interrupt_stops_the_workers_rendering(webui: Any, fleet_workers: dict[s
         timer.cancel()
     texts = processed.infotexts[-(len(processed.images) - processed.index_of_first_image) :]
     assert any("Worker: master" in text for text in texts), f"the master's images were dropped: {texts}"
+    counted = json.loads(processed.js())["distributed"]["workers"]["master"]["images"]
+    assert counted == sum("Worker: master" in text for text in texts), "the report miscounts the master's images"
     deadline = time.monotonic() + 1.0
     busy = True
     while busy and time.monotonic() < deadline:
