@@ -39,7 +39,7 @@ MUTATIONS = [
     Mutation(
         "drop the re-queue",
         "distributed/engine/chunkbook.py",
-        "                self._state[index] = IndexState.PENDING\n                self._pending.add(index)\n",
+        "                self._state[index] = IndexState.PENDING\n",
         "                self._state[index] = IndexState.DONE  # mutation: lost images are forgotten\n",
         (
             "tests/unit/core/test_chunkbook.py",

@@ -8,18 +8,16 @@ one's time is the model's real work: text encoder, UNet steps, attention, VAE de
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distributed.bench.fleets import PAYLOAD
 from distributed.bench.measures import PredictionRow
 from distributed.cli.localfleet import LocalWorker
 from distributed.compat import validate
-from distributed.engine.benchmark import benchmark_member
+from distributed.engine.benchmark import benchmark_member, time_request
 from distributed.engine.config import FleetConfig
 from distributed.engine.costmodel import TERMS, CostModel, Workload
-from distributed.engine.fleet import Fleet, FleetMember
+from distributed.engine.fleet import Fleet
 
 REAL = "real compute (tiny model, no emulation)"
 ASKED = Workload(128, 128, 12)  # what the worker is benchmarked at
@@ -54,7 +52,8 @@ def real_compute_errors(logs: Path, budget_s: float = BUDGET_S) -> RealCompute:
         fleet = Fleet(validate(FleetConfig, {"workers": [{"name": "tiny-real", "url": worker.url}]}))
         try:
             member = next(iter(fleet))
-            _time(member, Workload(64, 64, 1), 1)  # the process's first render (lazy initialisation) is not its speed
+            # the process's first render (lazy initialisation) is not its speed
+            time_request(member, Workload(64, 64, 1), 1, None, 600, {})
             outcome = benchmark_member(member, ASKED, budget_s)
             if outcome.cost is None or outcome.record is None:
                 raise RuntimeError(f"benchmark failed: {outcome.error}")
@@ -62,7 +61,7 @@ def real_compute_errors(logs: Path, budget_s: float = BUDGET_S) -> RealCompute:
             actual = {change: float("inf") for change in CHANGES}
             for _ in range(REPEATS):
                 for change, workload in CHANGES.items():
-                    actual[change] = min(actual[change], _time(member, workload, IMAGES))
+                    actual[change] = min(actual[change], time_request(member, workload, IMAGES, None, 600, {}))
         finally:
             fleet.close()
     # the first cost model, fitted as its benchmark did: 1, 2 and 4 images at the asked size, one step count
@@ -77,18 +76,3 @@ def real_compute_errors(logs: Path, budget_s: float = BUDGET_S) -> RealCompute:
     ]
     terms = dict(zip(TERMS, model.terms, strict=True))
     return RealCompute(rows, ASKED.label, terms, timings, outcome.record.seconds)
-
-
-def _time(member: FleetMember, workload: Workload, images: int) -> float:
-    payload = {
-        **PAYLOAD,
-        "width": workload.width,
-        "height": workload.height,
-        "steps": workload.steps,
-        "batch_size": images,
-        "n_iter": 1,
-        "seed": 5,
-    }
-    started = time.monotonic()
-    member.client.generate("txt2img", payload, read_s=600)
-    return time.monotonic() - started

@@ -18,7 +18,6 @@ from distributed.engine.costmodel import Workload
 from distributed.engine.dispatcher import Job
 from distributed.engine.fleet import Fleet
 from distributed.engine.jobs import JobResult, JobSpec, fixed_seed
-from distributed.engine.jobstate import RetryPolicy
 from distributed.engine.scheduler import contiguous_runs
 from distributed.errors import ConfigError, DistributedError, JobError
 
@@ -142,7 +141,7 @@ def run_job(config: FleetConfig, spec: JobSpec, verify_tls: bool, show: bool) ->
         done.wait()
     except KeyboardInterrupt:
         job.interrupt()
-        if not done.wait(timeout=RetryPolicy().interrupt_grace_s + 0.5):
+        if not done.wait(timeout=job.policy.interrupt_grace_s + 0.5):
             raise JobError("interrupted; the job did not stop in time") from None
     finally:
         if bars is not None:

@@ -13,10 +13,10 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from distributed.engine.chunkbook import ChunkState
+from distributed.engine.chunkbook import ChunkBook, ChunkState
 from distributed.engine.client import GenerationResponse
 from distributed.engine.fleet import FleetMember, WorkerState
-from distributed.engine.jobs import JobSpec, WorkerStats
+from distributed.engine.jobs import ImageResult, JobSpec, WorkerStats
 from distributed.engine.jobstate import Admit, EventKind, InFlight, MemberJobState, RetryPolicy
 from distributed.engine.runtime import Runtime
 from distributed.errors import NoWorkersError, WorkerError, WorkerModelMissing, WorkerTimeout
@@ -31,6 +31,7 @@ class Admission:
     _failures: list[str]
     _admit_until: float
     policy: RetryPolicy
+    book: ChunkBook[ImageResult]
     _rt: Runtime
 
     _inflight: dict[Future[GenerationResponse], InFlight]
@@ -39,7 +40,6 @@ class Admission:
     _chunk_failed: Callable[[InFlight, WorkerError, ChunkState], None]
     _candidates: Callable[[], list[FleetMember]]
     _lane_eligible: Callable[[list[FleetMember]], bool]
-    _pending_count: Callable[[], int]
     _stats: dict[str, WorkerStats]
 
     def _admission(self, member: FleetMember) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -195,7 +195,7 @@ class Admission:
         reasons = "; ".join(
             f"{m.name}: {self._local[m.name].excluded or m.status.reason or m.state.value}" for m in self.members
         )
-        raise NoWorkersError(f"{self._pending_count()} images left and no worker can take them ({reasons})")
+        raise NoWorkersError(f"{len(self.book.pending)} images left and no worker can take them ({reasons})")
 
 
 def _marker(state: object) -> tuple[object, ...] | None:

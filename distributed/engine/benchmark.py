@@ -68,9 +68,10 @@ def _payload(workload: Workload, images: int, model: str | None, request: dict[s
     return payload
 
 
-def _timed(
+def time_request(
     member: FleetMember, workload: Workload, images: int, model: str | None, read_s: float, request: dict[str, Any]
 ) -> float:
+    """Seconds for one whole round trip of the benchmark's request at `workload`."""
     started = time.monotonic()
     member.client.generate("txt2img", _payload(workload, images, model, request), read_s)
     return time.monotonic() - started
@@ -115,13 +116,12 @@ def benchmark_member(
                 break
         if fixed + MIN_STEPS * per_step > 3 * budget_s:  # it would overrun: say so before trying
             seconds = fixed + MIN_STEPS * per_step
-            at_floor = workload.width * workload.height <= FLOOR**2
-            smaller = "" if at_floor else f"a smaller size ({_smaller(workload)}) or "
             raise WorkerTimeout(
                 member.name,
                 f"one step of a {workload.width}x{workload.height} image takes {step_s:.1f} s, so timing "
                 f"{sum(TIMED_BATCHES)} images at {MIN_STEPS} steps would take about {seconds:.0f} s. "
-                f"Try {smaller}a budget of {math.ceil(1.5 * seconds)} s (--budget, or budget_s in the REST API).",
+                f"Try {_smaller(workload)}a budget of {math.ceil(1.5 * seconds)} s "
+                "(--budget, or budget_s in the REST API).",
             )
         affordable = int(left / max(1e-9, fixed + MIN_STEPS * per_step))
         repeats = max(1, min(REPEATS, affordable))
@@ -168,8 +168,8 @@ def _seconds(plan: list[tuple[Workload, int]], asked: Workload, rest_s: float, s
     scaled by pixels (a request's own overhead is in `rest_s`, so small images are over-counted, never under)."""
     total = 0.0
     for each, images in plan:
-        scale = max(1.0, images * each.width * each.height / (asked.width * asked.height))
-        total += scale * rest_s + images * each.steps * each.width * each.height / (asked.width * asked.height) * step_s
+        pixels = images * each.width * each.height / (asked.width * asked.height)  # in images of the asked size
+        total += max(1.0, pixels) * rest_s + pixels * each.steps * step_s
     return total
 
 
@@ -201,7 +201,7 @@ def _bounded(
 ) -> float:
     """One timed call; past `read_s` the worker is told to stop and the error says what to change."""
     try:
-        return _timed(member, workload, images, model, read_s, request)
+        return time_request(member, workload, images, model, read_s, request)
     except WorkerTimeout as error:
         try:
             member.client.interrupt()  # nothing keeps rendering for a benchmark that gave up
@@ -210,13 +210,16 @@ def _bounded(
         raise WorkerTimeout(
             member.name,
             f"{images} image(s) at {workload.label} did not finish within {read_s:.0f} s ({error.detail}); "
-            f"interrupted on the worker. Try a smaller size ({_smaller(asked)}) or a longer --budget "
+            f"interrupted on the worker. Try {_smaller(asked)}a longer --budget "
             f"(now {budget_s:g} s).",
         ) from None
 
 
 def _smaller(workload: Workload) -> str:
-    return f"--width {max(64, workload.width // 2)} --height {max(64, workload.height // 2)}"
+    """Advice to benchmark at a smaller size, ending in "or " (nothing at the smallest size the webui allows)."""
+    if workload.width * workload.height <= FLOOR**2:
+        return ""
+    return f"a smaller size (--width {max(FLOOR, workload.width // 2)} --height {max(FLOOR, workload.height // 2)}) or "
 
 
 def benchmark_each(

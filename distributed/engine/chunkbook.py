@@ -52,7 +52,6 @@ class BookedChunk:
 class ChunkBook(Generic[Image]):
     def __init__(self, indices: Iterable[int]) -> None:
         self._state: dict[int, IndexState] = dict.fromkeys(indices, IndexState.PENDING)
-        self._pending: set[int] = set(self._state)
         self.total = len(self._state)
         self.results: dict[int, Image] = {}  # images that came back from workers, by index
         self.local: set[int] = set()  # indices the master rendered itself (it keeps those images)
@@ -62,7 +61,7 @@ class ChunkBook(Generic[Image]):
     # -- reading -------------------------------------------------------------------------------------------------
     @property
     def pending(self) -> frozenset[int]:
-        return frozenset(self._pending)
+        return frozenset(i for i, state in self._state.items() if state == IndexState.PENDING)
 
     def state(self, index: int) -> IndexState:
         return self._state[index]
@@ -93,7 +92,6 @@ class ChunkBook(Generic[Image]):
                 raise ChunkBookError(f"{holder} cannot take image {index}: it is {self._state.get(index)}")
         for index in chunk.indices:
             self._state[index] = IndexState.HELD
-        self._pending.difference_update(chunk.indices)
         return BookedChunk(chunk, holder)
 
     def settle(self, booked: BookedChunk, state: ChunkState, images: dict[int, Image] | None = None) -> list[int]:
@@ -118,7 +116,6 @@ class ChunkBook(Generic[Image]):
                 del self._state[index]  # an extra nobody made is simply not made
             else:
                 self._state[index] = IndexState.PENDING
-                self._pending.add(index)
         return [] if booked.chunk.extra else back
 
     def rendered_locally(self, booked: BookedChunk) -> None:

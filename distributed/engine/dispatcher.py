@@ -259,9 +259,6 @@ class Job(Admission, LaneMember):
                 del self._extras.chunks[member.name]
                 self._send(member, extra, now)
 
-    def _pending_count(self) -> int:
-        return len(self.book.pending)
-
     def _lane_working(self) -> bool:
         return self.lane is not None and not self.lane.finished and not self.lane.reserve
 

@@ -51,9 +51,10 @@ Admit = Callable[[FleetMember], dict[str, Any]]  # a worker's preparation for a 
 class RetryPolicy:
     """Every deadline and retry rule of a job, in one value."""
 
-    chunk_min_s: float = 20.0  # the shortest deadline any chunk gets
-    chunk_factor: float = 3.0  # deadline = chunk_min_s + factor x predicted (+ its wait in a busy worker's queue)
-    no_worker_s: float = 30.0  # how long pending images wait for an offline worker to return
+    # from the fleet's Timeouts (workers.json holds their defaults): see from_timeouts
+    chunk_min_s: float  # the shortest deadline any chunk gets
+    chunk_factor: float  # deadline = chunk_min_s + factor x predicted (+ its wait in a busy worker's queue)
+    no_worker_s: float  # how long pending images wait for an offline worker to return
     read_factor: float = 10.0  # an HTTP read may outlast a chunk's deadline by this much: the deadline grows
     missed_progress_limit: int = 2  # unanswered progress calls in a row before a busy worker counts as dead
     misses_to_hold_out: int = 2  # deadlines a worker may miss in one job before it sits the job out
