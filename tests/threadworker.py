@@ -30,6 +30,30 @@ class _Server(uvicorn.Server):
         pass
 
 
+class ThreadServer:
+    """Any ASGI app served by uvicorn in a thread on a port the OS chose (the `serve` gateway in tests)."""
+
+    def __init__(self, app: object) -> None:
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind(("127.0.0.1", 0))
+        self.port = self._socket.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server = _Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True)
+
+    def __enter__(self) -> ThreadServer:
+        self._thread.start()
+        if not self._server.ready.wait(30):
+            raise RuntimeError("the server did not start serving within 30 s")
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
+        self._server.should_exit = True
+        self._thread.join(10)
+        self._socket.close()
+
+
 class ThreadWorker:
     def __init__(
         self, name: str = "thread", emulate_ipm: float | None = None, api_auth: str | None = None, threads: int = 1

@@ -46,6 +46,10 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-config", action="store_true", help="write learned speeds back to --config")
     parser.add_argument("--out", type=Path, required=True, help="folder for the PNGs")
     parser.add_argument("--json", action="store_true", help="print one JSON summary object at the end")
+    parser.add_argument(
+        "--server", default=None, metavar="URL", help="send the job to a running `serve` (http://USER:PASS@HOST:PORT)"
+    )
+    parser.add_argument("--server-timeout", type=float, default=3600.0, help="longest wait for --server's answer (s)")
 
 
 def parse_remote(value: str) -> WorkerConfig:
@@ -156,6 +160,13 @@ def run_job(config: FleetConfig, spec: JobSpec, verify_tls: bool, show: bool) ->
 
 def run_generate(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.server:
+        if args.remote or args.config:
+            print("error: --server sends the job to a running serve; give it no --remote or --config", file=sys.stderr)
+            return 2
+        from distributed.cli.submit import run_submit
+
+        return run_submit(args)
     try:
         config = with_cached_speeds(build_fleet_config(args.config, args.remote))
         spec = build_spec(args)

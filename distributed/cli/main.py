@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     from distributed.bench.run import add_bench_arguments
 
     add_bench_arguments(subcommand("bench", help="measure the fleet against the ideal and simple splits"))
+    from distributed.cli.serve import add_serve_arguments
+
+    add_serve_arguments(subcommand("serve", help="one A1111 API address for the whole fleet, shared by many clients"))
     render = subcommand("render", help="start a local tiny worker and render a few images into a folder")
     from distributed.cli.quickstart import add_render_arguments
 
@@ -67,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         from distributed.bench.run import run_bench
 
         return run_bench(args)
+    if args.command == "serve":
+        from distributed.cli.serve import run_serve
+
+        return run_serve(args)
     if args.command == "render":
         from distributed.cli.quickstart import run_render
 

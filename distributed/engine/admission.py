@@ -19,6 +19,7 @@ from distributed.engine.fleet import FleetMember, WorkerState
 from distributed.engine.jobs import ImageResult, JobSpec, WorkerStats
 from distributed.engine.jobstate import Admit, EventKind, InFlight, MemberJobState, RetryPolicy
 from distributed.engine.runtime import Runtime
+from distributed.engine.share import FleetShare
 from distributed.errors import NoWorkersError, WorkerError, WorkerModelMissing, WorkerTimeout
 
 
@@ -33,6 +34,9 @@ class Admission:
     policy: RetryPolicy
     book: ChunkBook[ImageResult]
     _rt: Runtime
+    share: FleetShare | None
+    _ticket: int
+    _release: Callable[[FleetMember], None]
 
     _inflight: dict[Future[GenerationResponse], InFlight]
     # the Job's own methods, used here
@@ -88,7 +92,7 @@ class Admission:
         request, progress = future.result()
         if request:
             self.spec.per_worker[member.name] = request
-        busy_for = busy_elsewhere_s(progress)
+        busy_for = self._busy_elsewhere_s(member, progress)
         if busy_for is not None:
             local.busy_until = self._rt.now() + busy_for
         was_usable = member.state.usable
@@ -128,11 +132,14 @@ class Admission:
             return
         if kind == "busy":
             if future.exception() is None:
-                busy_for = busy_elsewhere_s(future.result())
+                busy_for = self._busy_elsewhere_s(member, future.result())
                 if busy_for is None:
                     self._local[member.name].busy_until = None  # free now: it may take work
                 else:  # still busy: its estimate moves with what it shows, never into the past
                     self._local[member.name].busy_until = self._rt.now() + max(busy_for, 1.0)
+            return
+        if kind == "interrupt":  # an abandoned chunk has stopped on the worker: another job may use it
+            self._release(member)
             return
         if kind != "progress":
             return
@@ -162,10 +169,16 @@ class Admission:
                 eta_s=max(0.0, flights[0].predicted_end - self._rt.now()),
             )
 
+    def _busy_elsewhere_s(self, member: FleetMember, progress: dict[str, Any]) -> float | None:
+        if self.share is not None and self.share.used_lately(member.name):
+            return None  # what it shows is a chunk of the gateway's own jobs, which the share accounts for
+        return busy_elsewhere_s(progress)
+
     def _abandon(self, flight: InFlight, error: WorkerError) -> None:
         for future, candidate in list(self._inflight.items()):
             if candidate is flight:
                 del self._inflight[future]
+                self._release(flight.member)
                 self._chunk_failed(flight, error, ChunkState.FAILED)
 
     def _expire_deadlines(self, now: float) -> None:

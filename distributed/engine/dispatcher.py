@@ -40,7 +40,8 @@ from distributed.engine.jobstate import (
 from distributed.engine.lane import LocalLane
 from distributed.engine.lanejob import LaneMember
 from distributed.engine.runtime import Runtime, ThreadRuntime
-from distributed.engine.scheduler import Chunk, Plan, Slot, member_slot, plan
+from distributed.engine.scheduler import DEFAULT_MAX_BATCH, Chunk, Plan, Slot, member_slot, plan
+from distributed.engine.share import FleetShare
 from distributed.errors import (
     DistributedError,
     JobError,
@@ -68,6 +69,7 @@ class Job(Admission, LaneMember):
         lane: LocalLane | None = None,
         admit: Admit | None = None,
         runtime: Runtime | None = None,
+        share: FleetShare | None = None,
     ) -> None:
         self.fleet = fleet
         self.spec = spec
@@ -78,6 +80,8 @@ class Job(Admission, LaneMember):
         self.lane = lane
         self.admit = admit
         self.control = JobControl()
+        self.share = share  # workers shared with concurrent jobs (the gateway; its clock is the monotonic one)
+        self._ticket = share.join(self.control.poke) if share is not None else 0
         self._rt: Runtime = runtime or ThreadRuntime(max(4, 3 * len(self.members)))
         self.book: ChunkBook[ImageResult] = ChunkBook(range(spec.images) if indices is None else indices)
         self._lane_chunks: dict[Chunk, BookedChunk] = {}
@@ -135,6 +139,8 @@ class Job(Admission, LaneMember):
         finally:
             if self.lane is not None:
                 self.lane.finish()
+            if self.share is not None:
+                self.share.leave(self._ticket)
             self._rt.close()
 
     def _loop(self) -> JobResult:
@@ -200,12 +206,18 @@ class Job(Admission, LaneMember):
         available = max([0.0, *[f.predicted_end - now for f in busy]])
         available = max(available, (self._local[member.name].busy_until or 0.0) - now)
         caps = member.config.caps
+        overhead, per_image = cost.overhead(self.spec.workload), cost.per_image(self.spec.workload)
+        limits = [caps.max_batch or DEFAULT_MAX_BATCH]
+        if self.share is not None:  # another job's chunk holds it until its predicted end; chunks are sliced
+            available = max(available, (self.share.busy_until(self._ticket, member.name) or now) - now)
+            if self.share.slice_s is not None:
+                limits.append(max(1, int((self.share.slice_s - overhead) / max(per_image, 1e-6))))
         return member_slot(
             member.name,
-            cost.overhead(self.spec.workload),
-            cost.per_image(self.spec.workload),
+            overhead,
+            per_image,
             available,
-            max_batch=caps.max_batch,
+            max_batch=min(limits),
             max_pixels=caps.max_pixels,
             image_pixels=self.spec.workload.pixels,
             measured=member.calibrated,
@@ -215,9 +227,13 @@ class Job(Admission, LaneMember):
     def _dispatch(self, now: float) -> None:
         pending = self.book.pending
         if not pending and not self._extras.chunks:
+            if self.share is not None:
+                self.share.want(self._ticket, set())
             return
         candidates = self._candidates()
         busy = {f.member.name for f in self._inflight.values()}
+        if self.share is not None:  # held by another job's chunk
+            busy |= {m.name for m in candidates if self.share.busy_until(self._ticket, m.name) is not None}
         # a worker busy elsewhere is planned for (its share waits for it) but sent nothing until it shows it is free:
         # a chunk queued behind someone else's job could not move to a worker that turns out faster
         elsewhere = {m.name for m in candidates if self._local[m.name].busy_until is not None}
@@ -228,8 +244,8 @@ class Job(Admission, LaneMember):
         idle = [] if admitting else [m for m in candidates if m.name not in waiting]
         lane = self.lane if self._lane_eligible(candidates) else None
         lane_free = lane is not None and lane.current is None and bool(pending)
-        if not idle and not lane_free:
-            return
+        if not idle and not lane_free and (self.share is None or admitting):
+            return  # with a share the plan is still made: its wants are how this job gets the next free worker
         slots = [self._slot(m, now) for m in candidates]
         if lane is not None:
             slots.append(self._lane_slot(lane, now))
@@ -240,6 +256,9 @@ class Job(Admission, LaneMember):
         result = plan(pending, slots) if pending else None
         if result is not None:
             logger.debug("plan for %d pending images: %s", len(pending), result.shares)
+        if self.share is not None:
+            planned = {c.worker for c in result.chunks} if result is not None else set()
+            self.share.want(self._ticket, planned - elsewhere)  # a worker busy outside the gateway is nobody's
         if lane is not None and lane_free and result is not None:
             pieces = result.for_worker(lane.name)
             if pieces:
@@ -267,8 +286,10 @@ class Job(Admission, LaneMember):
         # only sent while busy elsewhere when nobody else can work: it waits in that worker's queue first
         local = self._local[member.name]
         waiting = max(0.0, (local.busy_until or 0.0) - now)
-        local.busy_until = None
         predicted = waiting + cost.predict(chunk.count, self.spec.workload)
+        if self.share is not None and not self.share.claim(self._ticket, member.name, now + predicted):
+            return  # another job is next for this worker; this one is woken when that changes
+        local.busy_until = None
         allowed = self.policy.deadline_s(predicted, self.book.retries(chunk))
         booked = self.book.take(chunk, member.name)
         read_timeout = self.policy.read_timeout_s(allowed)
@@ -283,6 +304,7 @@ class Job(Admission, LaneMember):
     def _on_chunk_done(self, future: Future[GenerationResponse]) -> None:
         flight = self._inflight.pop(future)
         member, chunk = flight.member, flight.chunk
+        self._release(member)
         now = self._rt.now()
         try:
             response = future.result()
@@ -337,10 +359,15 @@ class Job(Admission, LaneMember):
         self._rt.wait(calls, end - self._rt.now())
         for flight in self._inflight.values():
             self.book.settle(flight.booked, ChunkState.CANCELLED)
+            self._release(flight.member)
             if flight.member.state == WorkerState.BUSY:
                 flight.member.set_state(WorkerState.ONLINE)
         self._inflight.clear()
         return self._result(interrupted=True)
+
+    def _release(self, member: FleetMember) -> None:
+        if self.share is not None:
+            self.share.release(self._ticket, member.name)
 
     def _result(self, interrupted: bool = False) -> JobResult:
         results = self.book.results

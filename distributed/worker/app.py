@@ -6,23 +6,20 @@ progress, interrupt and skip are `async def`, so they answer at once even while 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
-import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import psutil
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from distributed import __version__
 from distributed.engine.config import parse_api_auth
 from distributed.worker.checkpoints import ModelNotFoundError
+from distributed.worker.guards import DEFAULT_MAX_BODY, BodyLimit, auth_dependency, install_auth_handler
 from distributed.worker.requests_check import RequestFieldError
 from distributed.worker.samplers import sampler_listing, schedule_listing
 from distributed.worker.schemas import Img2ImgRequest, Txt2ImgRequest
@@ -30,98 +27,13 @@ from distributed.worker.service import WorkerService
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_BODY = 64 * 1024 * 1024
-
-
-class BodyLimit:
-    """Refuse request bodies over `limit` bytes with 413, whether announced by Content-Length or streamed.
-
-    The rest of an oversized body is read and dropped (up to `drain_factor` x `limit`) before answering, so that the
-    client, still sending, sees the 413 rather than a broken connection; memory stays bounded either way.
-    """
-
-    def __init__(self, app: ASGIApp, limit: int, drain_factor: int = 4) -> None:
-        self.app = app
-        self.limit = limit
-        self.drain_limit = limit * drain_factor
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await self._refuse(receive, send, 0)
-                return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise _BodyTooLarge
-            return message
-
-        try:
-            await self.app(scope, limited, send)
-        except _BodyTooLarge:
-            await self._refuse(receive, send, seen)
-
-    async def _refuse(self, receive: Receive, send: Send, seen: int) -> None:
-        message: Message = {"more_body": True}
-        while message.get("more_body", False) and seen <= self.drain_limit:
-            message = await receive()
-            if message["type"] != "http.request":
-                return
-            seen += len(message.get("body", b""))
-        response = JSONResponse({"detail": f"request body over the limit of {self.limit} bytes"}, status_code=413)
-        if message.get("more_body", False):
-            response.headers["Connection"] = "close"
-        await response({"type": "http"}, _no_receive, send)
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-async def _no_receive() -> Message:
-    return {"type": "http.disconnect"}
-
-
-def _auth_dependency(credentials: dict[str, str]) -> Callable[[Request], Awaitable[None]]:
-    async def check(request: Request) -> None:
-        if not credentials:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        user = password = ""
-        if scheme.lower() == "basic":
-            try:
-                user, _, password = base64.b64decode(token, validate=True).decode("utf-8").partition(":")
-            except (binascii.Error, UnicodeDecodeError):
-                user = ""
-        expected = credentials.get(user)
-        if expected is None or not secrets.compare_digest(password.encode(), expected.encode()):
-            raise _AuthRefused
-
-    return check
-
-
-class _AuthRefused(Exception):
-    pass
-
 
 def _error(status: int, detail: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"detail": detail, **extra}, status_code=status)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(_AuthRefused)
-    async def auth_refused(request: Request, exc: _AuthRefused) -> JSONResponse:
-        response = _error(401, "Incorrect username or password")
-        response.headers["WWW-Authenticate"] = "Basic"
-        return response
+    install_auth_handler(app)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -157,7 +69,7 @@ def create_app(service: WorkerService, api_auth: str | None = None, max_body: in
     app = FastAPI(title="distributed headless worker", version=__version__)
     app.add_middleware(BodyLimit, limit=max_body)
     _install_error_handlers(app)
-    auth = Depends(_auth_dependency(parse_api_auth(api_auth)))
+    auth = Depends(auth_dependency(parse_api_auth(api_auth)))
     started = time.time()
 
     @app.get("/internal/ping")

@@ -23,6 +23,7 @@ sys.meta_path.insert(0, Block())
 import distributed
 names = [m.name for m in pkgutil.walk_packages(distributed.__path__, "distributed.")]
 outside = ("distributed.worker", "distributed.bench", "distributed.__main__", "distributed.webui")
+outside += ("distributed.gateway.app",)
 core = [n for n in names if not n.startswith(outside)]
 for name in core:
     importlib.import_module(name)
@@ -61,4 +62,4 @@ def test_public_api_resolves_every_name() -> None:
 
 def test_top_level_stays_small() -> None:
     top = [p for p in (REPO / "distributed").iterdir() if p.suffix == ".py" or (p / "__init__.py").exists()]
-    assert len(top) <= 12, sorted(p.name for p in top)
+    assert len(top) <= 15, sorted(p.name for p in top)  # six modules, and the capability packages of DESIGN.md
