@@ -69,6 +69,21 @@ MUTATIONS = [
         tuple(BROWSER),
     ),
     Mutation(
+        "first come, first served",
+        "distributed/engine/share.py",
+        "            best = min(wanting, key=lambda e: (len(e.held), e.arrival))\n",
+        "            best = claimant  # mutation: whoever asks first takes the worker\n",
+        ("tests/unit/core/test_share.py",),
+    ),
+    Mutation(
+        "keep rendering for a client that left",
+        "distributed/gateway/app.py",
+        '            logger.info("job %d: the client went away; interrupting it on its workers", queued.id)\n'
+        "            queued.job.interrupt()\n",
+        "            pass  # mutation: the job runs on for nobody\n",
+        ("tests/integration/test_serve.py::test_a_client_gone_mid_job_frees_its_workers_at_once",),
+    ),
+    Mutation(
         "skip the seed check",
         "distributed/engine/jobs.py",
         "    if seeds[: len(expected)] != wanted:\n",

@@ -117,6 +117,7 @@ class JobQueue:
         self.max_queue = max_queue
         self.share = FleetShare(slice_s)
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
         self._jobs: dict[int, QueuedJob] = {}
         self._ids = itertools.count(1)
         self.finished = 0
@@ -139,6 +140,12 @@ class JobQueue:
             with self._lock:
                 self._jobs.pop(queued.id, None)
                 self.finished += 1
+                self._changed.notify_all()
+
+    def wait_empty(self, timeout_s: float) -> bool:
+        """Until no job is left (True) or the timeout passes (False): for a clean shutdown, and for tests."""
+        with self._lock:
+            return self._changed.wait_for(lambda: not self._jobs, timeout_s)
 
     def jobs(self, caller: str | None = None) -> list[QueuedJob]:
         with self._lock:
