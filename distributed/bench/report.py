@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw
 from distributed import __version__
 from distributed.bench.measures import EMULATED, BatchRow, InterruptRow, KillRow, PredictionRow
 from distributed.bench.realcompute import BUDGET_S, IMAGES, REAL, REPEATS, RealCompute
+from distributed.bench.serving import ServeRow
 
 SERIES = (
     ("ours", (40, 110, 200)),
@@ -38,6 +39,7 @@ class Report:
     master_ms: float | None = None
     master_png_bytes: int | None = None
     interrupt: InterruptRow | None = None
+    serving: list[ServeRow] = field(default_factory=list)  # many clients through `serve` (bench/serving.py)
     benchmark_s: dict[str, float] = field(default_factory=dict)
     rates: dict[str, dict[str, float]] = field(default_factory=dict)
     seconds: float = 0.0
@@ -90,6 +92,37 @@ class Report:
         if self.interrupt:
             slowest = max([self.interrupt.returned_s, *self.interrupt.idle_s.values()])
             goals.append(Goal("interrupt reaches every worker", "<= 1 s", f"{slowest:.3f} s", slowest <= 1.0))
+        return goals + self._serving_goals()
+
+    def _serving_goals(self) -> list[Goal]:
+        goals = []
+        together = [r for r in self.serving if not r.during]
+        if together:
+            worst = max(together, key=lambda r: r.total_s / r.ideal_s)
+            ratio = worst.total_s / worst.ideal_s
+            goals.append(
+                Goal(
+                    "serve, K clients at once: all images",
+                    "<= 1.10 x ideal",
+                    f"worst {ratio:.3f} x ({worst.clients} x {worst.images})",
+                    ratio <= 1.10,
+                )
+            )
+        for row in (r for r in self.serving if r.during):
+            goals.append(
+                Goal(
+                    f"serve, {row.images} image sent during a {row.during}-image job",
+                    "<= 2 x alone",
+                    f"{row.worst_latency:.3f} x",
+                    row.worst_latency <= 2.0,
+                )
+            )
+        if self.serving:
+            wrong = sum(r.mismatches for r in self.serving)
+            asked = sum(r.clients for r in self.serving)
+            goals.append(
+                Goal("serve answers: exactly the asked images and seeds", "all", f"{asked - wrong}/{asked}", not wrong)
+            )
         return goals
 
     def markdown(self) -> str:
@@ -148,7 +181,7 @@ class Report:
         return "\n".join(lines) + "\n"
 
     def _other_sections(self) -> list[str]:
-        lines = []
+        lines = self._serving_section()
         if self.kill:
             k = self.kill
             lines += [
@@ -188,6 +221,34 @@ class Report:
                 "",
                 f"Default budget (10 s), all workers at once, per worker: {per}.",
             ]
+        return lines
+
+    def _serving_section(self) -> list[str]:
+        if not self.serving:
+            return []
+        lines = [
+            "",
+            "## Many clients through serve",
+            "",
+            "The `serve` gateway (default --slice-s 1) in the bench process over the 5:2:1 fleet's benchmarked "
+            "workers. K clients each send an M-image txt2img (plain A1111 requests, distinct seeds) at once; the "
+            "total runs from the first request sent to the last answer, against the ideal of K x M images over the "
+            "summed rates. Each latency is compared with one M-image request alone on the idle fleet, timed just "
+            "before (so K equal jobs sharing the fleet fairly each take about K x alone). The last row is one "
+            "request sent into a longer job already running (its total is its latency; no ideal: one image is not "
+            "split). 'Exact' counts answers with exactly M images, seeds base to base + M - 1.",
+            "",
+            "| clients K | images M | sent during | ideal s | total / ideal | total s | alone s | "
+            "latency / alone: worst | mean | exact |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for r in self.serving:
+            during = f"{r.during}-image job, at {r.during_s:.1f} s" if r.during else ""
+            ideal = "" if r.during else f"{r.ideal_s:.2f} | {r.total_s / r.ideal_s:.3f}"
+            lines.append(
+                f"| {r.clients} | {r.images} | {during} | {ideal or ' | '} | {r.total_s:.2f} | {r.alone_s:.2f} | "
+                f"{r.worst_latency:.3f} | {r.mean_latency:.3f} | {r.clients - r.mismatches}/{r.clients} |"
+            )
         return lines
 
     def _prediction_section(self) -> list[str]:
@@ -244,6 +305,12 @@ class Report:
                 f"{r.fleet + ' ' + r.shape:>14} {r.images:>4} {r.ours_s / r.ideal_s:>10.3f} "
                 f"{r.ours_s / r.alone_s:>10.3f} {r.static_s / r.ideal_s:>12.3f} {r.equal_s / r.ideal_s:>11.3f}"
             )
+        if self.serving:
+            lines.append(f"{'serve K x M':>14} {'total/ideal':>11} {'worst lat/alone':>15} {'mean lat/alone':>14}")
+        for s in self.serving:
+            case = f"{s.clients} x {s.images}" + (f" in {s.during}" if s.during else "")
+            total = "-" if s.during else f"{s.total_s / s.ideal_s:.3f}"
+            lines.append(f"{case:>14} {total:>11} {s.worst_latency:>15.3f} {s.mean_latency:>14.3f}")
         for goal in self.goals():
             lines.append(f"goal {goal.name}: {goal.measured} (target {goal.target}) {'met' if goal.met else 'MISSED'}")
         return lines

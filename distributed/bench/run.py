@@ -23,6 +23,12 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --quick: still measure the cost model's prediction error on real compute (a tiny-model worker "
         "without emulation, about a minute; always measured without --quick)",
     )
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="with --quick: still measure many clients through the `serve` gateway on the unequal fleet (about a "
+        "minute; always measured without --quick)",
+    )
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -36,6 +42,7 @@ def run_bench(args: argparse.Namespace) -> int:
     )
     from distributed.bench.realcompute import REAL, real_compute_errors
     from distributed.bench.report import Report, batches_chart
+    from distributed.bench.serving import serving_rows
 
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     sizes = [int(s) for s in args.sizes.split(",") if s]
@@ -55,6 +62,9 @@ def run_bench(args: argparse.Namespace) -> int:
                 report.benchmark_s = dict(local.benchmark_seconds)
             print(f"  benchmarked: {report.rates[shape.name]}", flush=True)
             report.batches += batch_rows(local, sizes)
+            if shape.name == "unequal" and (args.serve or not args.quick):
+                print("  many clients through serve", flush=True)
+                report.serving = serving_rows(local)
             if args.quick or shape.name != "unequal":
                 continue
             print("  prediction errors, interrupt latency, a killed worker", flush=True)
