@@ -45,7 +45,10 @@ class Gateway:
     catalog: Catalog
     api_auth: str | None = None
     default_checkpoint: str | None = None  # set by POST /options; a request's override_settings wins
-    pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(thread_name_prefix="serve-job"))
+    pool: ThreadPoolExecutor = field(init=False)  # one thread per job the queue may hold: none waits for a thread
+
+    def __post_init__(self) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=self.queue.max_queue, thread_name_prefix="serve-job")
 
     def close(self) -> None:
         for queued in self.queue.jobs():
