@@ -244,7 +244,9 @@ class Job(Admission, LaneMember):
         idle = [] if admitting else [m for m in candidates if m.name not in waiting]
         lane = self.lane if self._lane_eligible(candidates) else None
         lane_free = lane is not None and lane.current is None and bool(pending)
-        if not idle and not lane_free and (self.share is None or admitting):
+        if not idle and not lane_free and (self.share is None or admitting or not candidates):
+            if self.share is not None:
+                self.share.want(self._ticket, set())
             return  # with a share the plan is still made: its wants are how this job gets the next free worker
         slots = [self._slot(m, now) for m in candidates]
         if lane is not None:

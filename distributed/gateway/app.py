@@ -83,11 +83,11 @@ def _admit(kind: str, checkpoint: str | None, loras: set[str]) -> Any:
     return admit
 
 
-def _failure(error: JobError) -> JSONResponse:
+def _failure(error: JobError, queued: QueuedJob, body: dict[str, Any]) -> JSONResponse:
+    """The job's error naming the workers and causes, with the images that did arrive (none is lost)."""
     status = 503 if isinstance(error, NoWorkersError) else 500
-    partial = error.partial
-    made = len(partial.requested) if partial is not None else 0
-    return _error(status, str(error), error=type(error).__name__, images_made=made)
+    made = answer(queued.spec, body, error.partial) if error.partial is not None else {}
+    return _error(status, str(error), error=type(error).__name__, **made)
 
 
 def create_app(gateway: Gateway, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
@@ -136,7 +136,7 @@ def create_app(gateway: Gateway, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
         try:
             result = await work
         except JobError as error:
-            return _failure(error)
+            return _failure(error, queued, body)
         return answer(queued.spec, body, result)
 
     @app.post("/sdapi/v1/txt2img", dependencies=[auth])

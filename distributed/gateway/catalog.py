@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 from distributed.engine.fleet import Fleet, FleetMember, WorkerState
-from distributed.errors import WorkerError
+from distributed.errors import WorkerError, WorkerHTTPError
 from distributed.master.payload import Checkpoint, match_checkpoint
 
 LISTINGS = {
@@ -44,6 +44,8 @@ class Catalog:
             member = futures[future]
             try:
                 answers[member.name] = future.result()
+            except WorkerHTTPError:
+                continue  # a listing this worker does not offer (an older webui, the headless worker's upscalers)
             except WorkerError as error:
                 member.record_error(error)
         return {m.name: answers[m.name] for m in members if m.name in answers}  # in the fleet's order

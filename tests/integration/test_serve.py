@@ -40,8 +40,10 @@ def workers() -> Iterator[dict[str, ThreadWorker]]:
 
 
 @contextmanager
-def serving(urls: dict[str, str], max_queue: int = 16, api_auth: str | None = None) -> Iterator[tuple[str, Gateway]]:
-    timeouts = {"connect_s": 2.0, "probe_s": 2.0, "chunk_min_s": 5.0, "no_worker_s": 5.0}
+def serving(
+    urls: dict[str, str], max_queue: int = 16, api_auth: str | None = None, **changed: float
+) -> Iterator[tuple[str, Gateway]]:
+    timeouts = {"connect_s": 2.0, "probe_s": 2.0, "chunk_min_s": 5.0, "no_worker_s": 5.0, **changed}
     config = validate(
         FleetConfig, {"workers": [{"name": n, "url": u} for n, u in urls.items()], "options": {"timeouts": timeouts}}
     )
@@ -175,12 +177,15 @@ def test_bad_requests_name_the_model_or_field(workers: dict[str, ThreadWorker]) 
         models = requests.get(f"{url}/sdapi/v1/sd-models", timeout=10).json()
         samplers = requests.get(f"{url}/sdapi/v1/samplers", timeout=10).json()
         options = requests.post(f"{url}/sdapi/v1/options", json={"CLIP_stop_at_last_layers": 2}, timeout=10)
+        upscalers = requests.get(f"{url}/sdapi/v1/upscalers", timeout=10)  # the headless worker has none
+        states = {w["name"]: w["state"] for w in requests.get(f"{url}/distributed/v1/workers", timeout=10).json()}
     assert missing.status_code == 404 and "no-such-model" in missing.json()["detail"]
     assert wrong.status_code == 422 and "steps" in wrong.json()["detail"]
     assert script.status_code == 422 and "script_name" in script.json()["detail"]
     assert options.status_code == 422 and "CLIP_stop_at_last_layers" in options.json()["detail"]
     assert sorted(models[0]["workers"]) == sorted(SPEEDS)  # which worker has what
     assert "Euler a" in {s["name"] for s in samplers}
+    assert upscalers.json() == [] and set(states.values()) <= {"online", "not checked yet"}  # a 404 is not "offline"
 
 
 def test_generate_server_writes_the_images(workers: dict[str, ThreadWorker], tmp_path: Path) -> None:
@@ -263,3 +268,34 @@ def test_a_worker_killed_while_two_jobs_share_it_loses_no_image() -> None:
         json.loads(answers[n].json()["info"])["distributed"]["workers"]["doomed"]["failed_chunks"] for n in (1, 2)
     ]
     assert sum(failed) >= 1  # it really died holding work, which went to the survivor
+
+
+def test_a_job_the_fleet_cannot_finish_hands_back_what_arrived() -> None:
+    lone = ThreadWorker("lone", emulate_ipm=600).start()
+    try:
+        with serving({"lone": lone.url}, no_worker_s=1.0) as (url, gateway):
+            member = gateway.fleet.members["lone"]
+            first_answer = threading.Event()
+            generate = member.client.generate
+
+            def watched(*args: Any) -> Any:
+                answer = generate(*args)
+                first_answer.set()
+                return answer
+
+            member.client.generate = watched  # type: ignore[method-assign]
+            outcome: dict[str, requests.Response] = {}
+            thread = threading.Thread(target=lambda: outcome.__setitem__("r", post(url, 40, 500)))
+            thread.start()
+            assert first_answer.wait(30)
+            lone.stop()  # the only worker is gone for good
+            thread.join(60)
+    finally:
+        lone.stop()
+    response = outcome["r"]
+    assert response.status_code == 503
+    body = response.json()
+    assert "no worker can take them" in body["detail"] and "lone" in body["detail"]
+    seeds = json.loads(body["info"])["all_seeds"]
+    assert 0 < len(body["images"]) == len(seeds) < 40
+    assert seeds == list(range(500, 500 + len(seeds)))
