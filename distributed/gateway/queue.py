@@ -8,6 +8,7 @@ import itertools
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,6 +132,7 @@ class JobQueue:
             queued = QueuedJob(number, caller, spec.kind, spec)
             queued.job = Job(self.fleet, spec, on_event=queued.on_event, admit=admit, share=self.share)
             self._jobs[number] = queued
+            self._changed.notify_all()
             return queued
 
     def run(self, queued: QueuedJob) -> JobResult:
@@ -142,10 +144,14 @@ class JobQueue:
                 self.finished += 1
                 self._changed.notify_all()
 
-    def wait_empty(self, timeout_s: float) -> bool:
-        """Until no job is left (True) or the timeout passes (False): for a clean shutdown, and for tests."""
+    def wait_count(self, test: Callable[[int], bool], timeout_s: float) -> bool:
+        """Until the number of jobs held passes `test` (True) or the timeout passes (False)."""
         with self._lock:
-            return self._changed.wait_for(lambda: not self._jobs, timeout_s)
+            return self._changed.wait_for(lambda: test(len(self._jobs)), timeout_s)
+
+    def wait_empty(self, timeout_s: float) -> bool:
+        """Until no job is left: for a clean shutdown, and for tests."""
+        return self.wait_count(lambda count: count == 0, timeout_s)
 
     def jobs(self, caller: str | None = None) -> list[QueuedJob]:
         with self._lock:

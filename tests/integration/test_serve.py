@@ -147,10 +147,7 @@ def test_a_full_queue_answers_503_with_retry_after(workers: dict[str, ThreadWork
     with serving({"slow": workers["slow"].url}, max_queue=1) as (url, gateway):
         thread = threading.Thread(target=post, args=(url, 6, 1))
         thread.start()
-        for _ in range(200):  # the first job is admitted within a few ms
-            if gateway.queue.jobs():
-                break
-            threading.Event().wait(0.01)
+        assert gateway.queue.wait_count(lambda count: count == 1, 10)
         refused = post(url, 1, 2)
         thread.join(30)
     assert refused.status_code == 503
@@ -178,6 +175,7 @@ def test_bad_requests_name_the_model_or_field(workers: dict[str, ThreadWorker]) 
         samplers = requests.get(f"{url}/sdapi/v1/samplers", timeout=10).json()
         options = requests.post(f"{url}/sdapi/v1/options", json={"CLIP_stop_at_last_layers": 2}, timeout=10)
         upscalers = requests.get(f"{url}/sdapi/v1/upscalers", timeout=10)  # the headless worker has none
+        page = requests.get(f"{url}/", timeout=10)
         states = {w["name"]: w["state"] for w in requests.get(f"{url}/distributed/v1/workers", timeout=10).json()}
     assert missing.status_code == 404 and "no-such-model" in missing.json()["detail"]
     assert wrong.status_code == 422 and "steps" in wrong.json()["detail"]
@@ -185,6 +183,7 @@ def test_bad_requests_name_the_model_or_field(workers: dict[str, ThreadWorker]) 
     assert options.status_code == 422 and "CLIP_stop_at_last_layers" in options.json()["detail"]
     assert sorted(models[0]["workers"]) == sorted(SPEEDS)  # which worker has what
     assert "Euler a" in {s["name"] for s in samplers}
+    assert page.headers["content-type"].startswith("text/html") and all(name in page.text for name in SPEEDS)
     assert upscalers.json() == [] and set(states.values()) <= {"online", "not checked yet"}  # a 404 is not "offline"
 
 
