@@ -212,6 +212,8 @@ class Job(Admission, LaneMember):
             available = max(available, (self.share.busy_until(self._ticket, member.name) or now) - now)
             if self.share.slice_s is not None:
                 limits.append(max(1, int((self.share.slice_s - overhead) / max(per_image, 1e-6))))
+            turns = self.share.contenders(member.name)  # it takes its turn among the jobs that want it
+            overhead, per_image = overhead * turns, per_image * turns
         return member_slot(
             member.name,
             overhead,

@@ -8,6 +8,10 @@ worker its plan wants, a 1-image job is never stuck behind a 96-image one, and t
 the fleet and finish together. A refused job is woken when something changes (a release, another job's wants), so
 no worker idles while a job that wants it waits.
 
+Each job plans a worker that k jobs want at 1/k of its speed (it gets about every k-th chunk), so the plans of jobs
+running together split the fleet between them instead of each counting on all of it; otherwise one job's slow workers
+would be left holding images planned for a fast worker that the rule keeps giving to the other job.
+
 Chunks are also cut to at most `slice_s` of a worker's predicted time, so that a job arriving in the middle of a long
 one waits at most about that long for the worker it wants.
 """
@@ -72,6 +76,12 @@ class FleetShare:
             others = [e for t, e in self._jobs.items() if t != ticket]
         for other in others:
             other.poke()
+
+    def contenders(self, name: str) -> int:
+        """How many jobs' plans want this worker now (at least 1): a job plans it at that fraction of its speed, as
+        the rule hands it to them in turn."""
+        with self._lock:
+            return max(1, sum(1 for entry in self._jobs.values() if name in entry.wants))
 
     def busy_until(self, ticket: int, name: str) -> float | None:
         """When another job's chunk on this worker is predicted to end (monotonic), or None if no other job holds it."""

@@ -173,6 +173,10 @@ def create_app(gateway: Gateway, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
     for kind in LISTINGS:
         listing_route(kind)
 
+    @app.get("/sdapi/v1/scripts", dependencies=[auth])
+    async def scripts() -> Any:
+        return await run_in_threadpool(gateway.catalog.scripts)
+
     @app.get("/sdapi/v1/options", dependencies=[auth])
     async def get_options() -> Any:
         options = await run_in_threadpool(gateway.catalog.options)
@@ -237,5 +241,6 @@ def _worker_view(member: FleetMember, job: int | None) -> dict[str, Any]:
         "last_error": status.last_error,
         "job": job,
         "measured": member.calibrated,
-        "images_per_minute": round(cost.ipm(), 1) if cost is not None and member.calibrated else None,
+        # at A1111's usual 512x512, 20 steps, as the benchmark quotes it
+        "images_per_minute_512px_20_steps": round(cost.ipm(), 3) if cost is not None and member.calibrated else None,
     }

@@ -71,6 +71,16 @@ class Catalog:
                 return dict(options)
         return {}
 
+    def scripts(self) -> dict[str, list[str]]:
+        """A1111's /scripts: the selectable scripts every answering worker has (clients probe it for extensions)."""
+        answers = self._ask(lambda m: m.client.request("GET", "/sdapi/v1/scripts"))
+        merged: dict[str, list[str]] = {"txt2img": [], "img2img": []}
+        lists = [a for a in answers.values() if isinstance(a, dict)]
+        for kind, names in merged.items():
+            each = [set(a.get(kind) or []) for a in lists]
+            names.extend(sorted(set.intersection(*each)) if each else [])
+        return merged
+
     def workers_with_checkpoint(self, name: str) -> list[str]:
         """The workers that have this checkpoint (by title, name or hash); ModelNotFound names what each has."""
         want = Checkpoint(title=name, model_name=name.split(" [", maxsplit=1)[0].rsplit(".", 1)[0])

@@ -11,6 +11,7 @@ STYLE = (
     "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}.online{color:#176c2b}.busy{color:#1f4e9c}"
     ".bad{color:#a31515}"
 )
+SPEED = "Images/min at 512x512, 20 steps"
 GOOD = {"online": "online", "busy": "busy", "not checked yet": "online"}
 
 
@@ -34,7 +35,7 @@ def status_page(workers: list[dict[str, Any]], jobs: list[dict[str, Any]], finis
                 w["name"],
                 w["url"],
                 w["state"] + (f": {w['reason']}" if w["reason"] else ""),
-                w["images_per_minute"],
+                w["images_per_minute_512px_20_steps"],
                 w["job"],
             ],
             GOOD.get(w["state"], "bad"),
@@ -48,7 +49,7 @@ def status_page(workers: list[dict[str, Any]], jobs: list[dict[str, Any]], finis
     return (
         "<!doctype html><html><head><meta charset='utf-8'><meta http-equiv='refresh' content='2'>"
         f"<title>distributed serve</title><style>{STYLE}</style></head><body><h1>distributed serve</h1>"
-        f"<h2>Workers</h2><table>{_head('Worker', 'URL', 'State', 'Images/min', 'Job')}{worker_rows}</table>"
+        f"<h2>Workers</h2><table>{_head('Worker', 'URL', 'State', SPEED, 'Job')}{worker_rows}</table>"
         f"<h2>Jobs ({len(jobs)} running, {finished} finished)</h2>"
         f"<table>{_head('Job', 'Kind', 'Images', 'Workers', 'Running (s)', 'ETA (s)')}{job_rows}</table>"
         "</body></html>"

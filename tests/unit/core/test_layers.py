@@ -23,7 +23,7 @@ sys.meta_path.insert(0, Block())
 import distributed
 names = [m.name for m in pkgutil.walk_packages(distributed.__path__, "distributed.")]
 outside = ("distributed.worker", "distributed.bench", "distributed.__main__", "distributed.webui")
-outside += ("distributed.gateway.app",)
+outside += ("distributed.gateway.app", "distributed.parallel")
 core = [n for n in names if not n.startswith(outside)]
 for name in core:
     importlib.import_module(name)

@@ -81,3 +81,13 @@ def test_a_change_of_wants_wakes_the_others_only_when_it_changes() -> None:
     assert pokes.count == seen  # no wake-up storm between loops
     share.want(job, set())
     assert pokes.count == seen + 1
+
+
+def test_a_worker_several_jobs_want_is_planned_at_its_share_of_the_speed() -> None:
+    share = FleetShare()
+    one, two, three = share.join(Pokes()), share.join(Pokes()), share.join(Pokes())
+    assert share.contenders("fast") == 1  # nobody wants it yet: planned at full speed
+    share.want(one, {"fast", "slow"})
+    share.want(two, {"fast"})
+    share.want(three, set())
+    assert share.contenders("fast") == 2 and share.contenders("slow") == 1
