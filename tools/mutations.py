@@ -84,6 +84,13 @@ MUTATIONS = [
         ("tests/integration/test_serve.py::test_a_client_gone_mid_job_frees_its_workers_at_once",),
     ),
     Mutation(
+        "finish a fused image with the batch-2 call",
+        "distributed/parallel/split.py",
+        "            result = torch.cat([self._local(*half) for half in halves])\n",
+        "            result = self._local(sample, timestep, encoder_hidden_states, kwargs)  # mutation\n",
+        ("tests/unit/worker/test_cfg_split.py::test_a_peer_killed_mid_image_loses_nothing",),
+    ),
+    Mutation(
         "skip the seed check",
         "distributed/engine/jobs.py",
         "    if seeds[: len(expected)] != wanted:\n",

@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     from distributed.bench.run import add_bench_arguments
 
     add_bench_arguments(subcommand("bench", help="measure the fleet against the ideal and simple splits"))
+    from distributed.bench.cfg import add_bench_cfg_arguments
+
+    add_bench_cfg_arguments(subcommand("bench-cfg", help="one image per step on one lane, two lanes and a peer pair"))
     from distributed.cli.serve import add_serve_arguments
 
     add_serve_arguments(subcommand("serve", help="one A1111 API address for the whole fleet, shared by many clients"))
@@ -70,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         from distributed.bench.run import run_bench
 
         return run_bench(args)
+    if args.command == "bench-cfg":
+        from distributed.bench.cfg import run_bench_cfg
+
+        return run_bench_cfg(args)
     if args.command == "serve":
         from distributed.cli.serve import run_serve
 

@@ -142,6 +142,14 @@ def create_app(service: WorkerService, api_auth: str | None = None, max_body: in
     async def cmd_flags() -> dict[str, Any]:
         return {"distributed_worker": True, "uptime_s": round(time.time() - started, 1)}
 
+    @app.get("/distributed/v1/lanes", dependencies=[auth])
+    async def lanes() -> dict[str, Any]:
+        """The CFG lanes: devices, peer, mode and the split's measured speed-up per shape."""
+        described: dict[str, Any] = (
+            service.lanes.describe() if service.lanes is not None else {"devices": [service.device]}
+        )
+        return described
+
     return app
 
 

@@ -40,6 +40,28 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
         help="HTTP basic auth on every /sdapi route, as A1111's flag (or DISTRIBUTED_WORKER_API_AUTH)",
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default auto)")
+    parser.add_argument(
+        "--devices",
+        default=None,
+        metavar="DEV[,DEV]",
+        help="two lanes for the CFG split (cuda:0,cuda:1 or cpu,cpu); the first is the worker's device",
+    )
+    parser.add_argument(
+        "--cfg-parallel",
+        default="auto",
+        choices=["auto", "on", "off"],
+        help="split guidance across the lanes: auto where measured faster, on always, off never",
+    )
+    parser.add_argument(
+        "--cfg-peer", default=None, metavar="HOST:PORT", help="a worker started with --cfg-listen as the second lane"
+    )
+    parser.add_argument(
+        "--cfg-listen",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="serve as another worker's second lane (secret: DISTRIBUTED_CFG_SECRET)",
+    )
     parser.add_argument("--max-pixels", type=int, default=2048 * 2048, help="largest width x height accepted")
     parser.add_argument("--max-body-mb", type=int, default=64, help="largest request body accepted, in MiB")
     parser.add_argument("--tls-certfile", type=Path, default=None, help="serve https with this certificate (PEM)")
@@ -62,6 +84,7 @@ def run_worker(args: argparse.Namespace) -> int:
 
     from distributed.engine.config import parse_api_auth
     from distributed.worker.app import create_app
+    from distributed.worker.lanes import CfgLanes, LaneSettings
     from distributed.worker.service import WorkerService
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -80,13 +103,22 @@ def run_worker(args: argparse.Namespace) -> int:
         extra.append(Path(model))
         model = str(Path(model).absolute())  # not resolve(): a symlinked checkpoint keeps its own sibling yaml
     registry = CheckpointRegistry(args.models_dir, extra)
+    devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else [_device(args.device)]
+    if len(devices) > 2:
+        raise SystemExit("--devices takes one or two devices")
+    if len(devices) == 2 and args.cfg_peer:
+        raise SystemExit("--devices with two devices and --cfg-peer both give a second lane: choose one")
+    lanes = CfgLanes(LaneSettings(devices, args.cfg_peer, args.cfg_parallel, args.cfg_listen, args.host))
     try:
         service = WorkerService(
-            registry, model, emulate_ipm=args.emulate_ipm, max_pixels=args.max_pixels, device=_device(args.device)
+            registry, model, emulate_ipm=args.emulate_ipm, max_pixels=args.max_pixels, device=devices[0], lanes=lanes
         )
         service.load_initial()
+        lanes.listen(service.current_components())
     except (ModelNotFoundError, CheckpointLoadError) as exc:
         raise SystemExit(f"cannot start the worker: {exc}") from exc
+    except OSError as exc:
+        raise SystemExit(f"cannot listen for a CFG peer on port {args.cfg_listen}: {exc}") from exc
     app = create_app(service, api_auth, max_body=args.max_body_mb * 1024 * 1024)
     logger.info("model %s loaded; serving on http://%s:%d", service.options.sd_model_checkpoint, args.host, args.port)
     if bool(args.tls_certfile) != bool(args.tls_keyfile):

@@ -9,7 +9,7 @@ import json
 import logging
 import random
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from PIL import Image
@@ -20,6 +20,7 @@ from distributed.infotext import ParamValue, build_infotext
 from distributed.worker.checkpoints import CheckpointInfo, CheckpointRegistry
 from distributed.worker.components import Components
 from distributed.worker.jobs import FifoLock, JobState
+from distributed.worker.lanes import CfgLanes, LaneUse
 from distributed.worker.loader import ModelCache, load_vae
 from distributed.worker.pipeline import BatchSpec, render_batch
 from distributed.worker.requests_check import (
@@ -91,6 +92,7 @@ class WorkerService:
         max_pixels: int = 2048 * 2048,
         device: str = "cpu",
         model_cache: int = 2,
+        lanes: CfgLanes | None = None,
     ) -> None:
         self.registry = registry
         self.cache = ModelCache(model_cache)
@@ -98,6 +100,7 @@ class WorkerService:
         self.queue = FifoLock()
         self.max_pixels = max_pixels
         self.device = device
+        self.lanes = lanes
         self._options_lock = threading.Lock()
         first = registry.find(initial_model)
         self.options = WorkerOptions(sd_model_checkpoint=first.name)
@@ -108,6 +111,11 @@ class WorkerService:
         with self.queue.hold():
             self._load(self.options.sd_model_checkpoint, self.options.sd_vae)
             self.options.sd_model_checkpoint = self.registry.find(self.options.sd_model_checkpoint).title
+
+    def current_components(self) -> Components:
+        """The loaded checkpoint's parts (what a CFG peer lane renders with)."""
+        with self.queue.hold():
+            return self._load(self.options.sd_model_checkpoint, self.options.sd_vae).components
 
     def _load(self, checkpoint_name: str, vae_name: str | None) -> LoadedModel:
         info = self.registry.find(checkpoint_name)
@@ -196,6 +204,12 @@ class WorkerService:
         all_seeds = [seed + (i if request.subseed_strength == 0 else 0) for i in range(total)]
         all_subseeds = [subseed + i for i in range(total)]
         images: list[Image.Image] = []
+        components = render.loaded.components
+        use = LaneUse(None)
+        if self.lanes is not None:
+            use = self.lanes.prepare(components, request.batch_size, request.height, request.width)
+            if use.split is not None and use.split.enabled:
+                components = replace(components, unet=use.split)
         self.state.begin(f"scripts_{render.kind}", request.n_iter)
         try:
             for batch in range(request.n_iter):
@@ -207,12 +221,21 @@ class WorkerService:
                 self.state.begin_batch(
                     batch, request.batch_size, request.width, request.height, _steps_run(request, render.inputs)
                 )
-                images += render_batch(render.loaded.components, spec, self.state.after_step)
+                images += render_batch(components, spec, self.state.after_step)
         finally:
             self.state.end()
-        params = [_params(render, all_seeds[i], all_subseeds[i]) for i in range(len(images))]
+            if self.lanes is not None:
+                use = self.lanes.finish(use)
+        params = [_params(render, all_seeds[i], all_subseeds[i], use.label) for i in range(len(images))]
         infotexts = [build_infotext(request.prompt, request.negative_prompt, p) for p in params]
         info = _info(render, seed, subseed, all_seeds, all_subseeds, infotexts)
+        if use.label is not None:
+            info["cfg_split"] = {
+                "lanes": use.stats.lanes,
+                "split_steps": use.stats.split_steps,
+                "local_steps": use.stats.local_steps,
+                "fell_back": use.stats.fell_back,
+            }
         encoded = (
             [png_to_base64(image, text) for image, text in zip(images, infotexts, strict=True)]
             if request.send_images
@@ -246,7 +269,7 @@ def _batch_spec(render: Render, all_seeds: list[int], all_subseeds: list[int], i
     )
 
 
-def _params(render: Render, seed: int, subseed: int) -> dict[str, ParamValue]:
+def _params(render: Render, seed: int, subseed: int, cfg_split: str | None = None) -> dict[str, ParamValue]:
     """The infotext's parameters, in A1111's order (processing.create_infotext)."""
     request, loaded, inputs = render.request, render.loaded, render.inputs
     variation = request.subseed_strength != 0
@@ -265,6 +288,7 @@ def _params(render: Render, seed: int, subseed: int) -> dict[str, ParamValue]:
         "Denoising strength": request.denoising_strength if inputs else None,
         "Clip skip": render.clip_skip if render.clip_skip > 1 else None,
         "Mask blur": _mask_blur(request) if inputs and inputs.inpainting else None,
+        "CFG split": cfg_split,
         "Version": VERSION_TEXT,
     }
 
