@@ -52,6 +52,14 @@ class Reference(torch.nn.Module):
     def config(self) -> Any:
         return self.inner.config
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.inner.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.inner.device
+
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.call(*args, **kwargs)
 
@@ -160,3 +168,35 @@ def test_frames_round_trip_and_malformed_ones_are_refused() -> None:
         receive(right3, 1024)
     for sock in (left, right, left2, right2, left3, right3):
         sock.close()
+
+
+def test_the_diffusers_pipeline_with_its_unet_split(tiny: Components) -> None:
+    """`StableDiffusionParallelPipeline` is called like diffusers' pipeline and gives the same-split bytes."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+
+    from distributed.parallel import StableDiffusionParallelPipeline
+
+    def pipeline() -> Any:
+        parts = build_tiny_components()
+        return StableDiffusionPipeline(
+            vae=parts.vae,
+            text_encoder=parts.text_encoder,
+            tokenizer=parts.tokenizer,
+            unet=parts.unet,
+            scheduler=EulerDiscreteScheduler.from_config(parts.scheduler_config),
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+
+    def image(pipe: Any) -> np.ndarray:
+        generator = torch.Generator().manual_seed(3)
+        out = pipe("a red house", num_inference_steps=4, height=128, width=128, generator=generator, output_type="np")
+        return np.asarray(out.images[0])
+
+    parallel = StableDiffusionParallelPipeline.from_pipe(pipeline(), ["cpu", "cpu"])
+    fused = image(parallel)
+    assert parallel.split.stats.split_steps == 4
+    reference = pipeline()
+    reference.unet = Reference(reference.unet)
+    assert (fused == image(reference)).all()
