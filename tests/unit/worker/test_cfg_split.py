@@ -200,3 +200,20 @@ def test_the_diffusers_pipeline_with_its_unet_split(tiny: Components) -> None:
     reference = pipeline()
     reference.unet = Reference(reference.unet)
     assert (fused == image(reference)).all()
+
+
+def test_auto_mode_times_each_shape_once_and_splits_only_where_faster(tiny: Components) -> None:
+    from distributed.worker.lanes import CfgLanes, LaneSettings
+
+    lanes = CfgLanes(LaneSettings(["cpu", "cpu"], mode="auto"))
+    use = lanes.prepare(tiny, 1, 64, 64)
+    assert use.split is not None
+    speedup = lanes.speedups["2x4x8x8"]  # measured once for this guidance batch shape
+    if abs(speedup - 1.0) > 0.005:  # (a tie may round either way)
+        assert use.split.enabled == (speedup > 1.0)
+    lanes.prepare(tiny, 1, 64, 64)
+    assert list(lanes.speedups) == ["2x4x8x8"]  # not timed again
+    assert lanes.describe()["cfg_parallel"] == "auto"
+    off = CfgLanes(LaneSettings(["cpu", "cpu"], mode="off"))
+    assert off.prepare(tiny, 1, 64, 64).split is None
+    lanes.close()
