@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up and run the project on a fresh machine. Usage: bash tools/dev.sh setup|demo|render|test|lint|mutations
-#   setup  create .venv (torch first, pinned by constraints.txt), install the package with its worker and dev extras
+#   setup  create .venv (torch first, pinned by constraints.txt), install the package with its worker, dev, charts and train extras
 #   demo   setup, then three local workers at speeds 5:2:1 render 24 images as one fleet into out/demo
 #   render setup, then one local worker renders a few images into out/render
 #   test   setup, lint, type-check; core, adapter and browser tests on A1111's and Forge's pins; then everything;
@@ -17,7 +17,7 @@ setup() {
     fi
     # torch must come first and from pip: resolvers must never pick another build (see constraints.txt)
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check torch==2.13.0
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[worker,dev,charts]"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[worker,dev,charts,train]"
 }
 
 # The extension runs inside A1111 1.10.1 (gradio 3.41.2, fastapi 0.94, pydantic 1.10, Pillow 9.5) and Forge

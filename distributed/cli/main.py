@@ -41,6 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
     from distributed.bench.cfg import add_bench_cfg_arguments
 
     add_bench_cfg_arguments(subcommand("bench-cfg", help="one image per step on one lane, two lanes and a peer pair"))
+    from distributed.training.coordinator import add_coordinator_arguments
+    from distributed.training.trainer import add_train_arguments
+
+    add_coordinator_arguments(subcommand("coordinator", help="lease a dataset's chunks to trainer peers (training)"))
+    add_train_arguments(subcommand("train", help="a trainer peer: fine-tune with the others through hivemind"))
+    from distributed.training.demo import add_train_demo_arguments
+
+    add_train_demo_arguments(
+        subcommand("train-demo", help="a coordinator and peers on this machine train the tiny model")
+    )
     from distributed.cli.serve import add_serve_arguments
 
     add_serve_arguments(subcommand("serve", help="one A1111 API address for the whole fleet, shared by many clients"))
@@ -73,6 +83,18 @@ def main(argv: list[str] | None = None) -> int:
         from distributed.bench.run import run_bench
 
         return run_bench(args)
+    if args.command == "coordinator":
+        from distributed.training.coordinator import run_coordinator
+
+        return run_coordinator(args)
+    if args.command == "train":
+        from distributed.training.trainer import run_train
+
+        return run_train(args)
+    if args.command == "train-demo":
+        from distributed.training.demo import run_train_demo
+
+        return run_train_demo(args)
     if args.command == "bench-cfg":
         from distributed.bench.cfg import run_bench_cfg
 

@@ -24,6 +24,7 @@ import distributed
 names = [m.name for m in pkgutil.walk_packages(distributed.__path__, "distributed.")]
 outside = ("distributed.worker", "distributed.bench", "distributed.__main__", "distributed.webui")
 outside += ("distributed.gateway.app", "distributed.parallel")
+outside += ("distributed.training.coordinator", "distributed.training.trainer", "distributed.training.demo")
 core = [n for n in names if not n.startswith(outside)]
 for name in core:
     importlib.import_module(name)

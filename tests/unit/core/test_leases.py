@@ -75,15 +75,16 @@ def test_an_expired_lease_that_nobody_took_yet_is_still_refused(book: LeaseBook)
 
 
 def test_epochs_roll_over_and_every_sample_counts_once_per_epoch(book: LeaseBook) -> None:
-    seen = []
-    for _ in range(2):
-        while (lease := book.lease("p")) is not None:
+    for epoch in (0, 1):
+        seen = []
+        for _ in range(3):  # the three chunks, each once
+            lease = book.lease("p")
+            assert lease is not None and lease.epoch == epoch
             seen += lease.samples
-            book.report(lease.id, len(lease.samples), 0.2)
-            if book.progress().epoch == 1 and len(seen) == 5:
-                break
-    assert sorted(seen[:5]) == ["a", "b", "c", "d", "e"]
-    assert book.progress().epoch >= 1 and book.progress().samples >= 5
+            assert book.report(lease.id, len(lease.samples), 0.2) == epoch
+        assert sorted(seen) == ["a", "b", "c", "d", "e"]
+        assert book.progress().epoch == epoch + 1  # all done: the next epoch starts with every chunk pending
+    assert book.progress().samples == 10 and book.progress().reports == 6
 
 
 def test_concurrent_trainers_never_share_a_chunk(book: LeaseBook) -> None:
