@@ -91,6 +91,13 @@ MUTATIONS = [
         ("tests/unit/worker/test_cfg_split.py::test_a_peer_killed_mid_image_loses_nothing",),
     ),
     Mutation(
+        "count a report on an expired lease",
+        "distributed/training/leases.py",
+        '        if state != "leased" or expires <= now:\n',
+        "        if False:  # mutation: a lease past its expiry still reports\n",
+        ("tests/unit/core/test_leases.py",),
+    ),
+    Mutation(
         "skip the seed check",
         "distributed/engine/jobs.py",
         "    if seeds[: len(expected)] != wanted:\n",

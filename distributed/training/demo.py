@@ -121,6 +121,14 @@ def _render(model: str, out: Path) -> tuple[str, bytes]:
     return str(out), png
 
 
+def _max_weight_difference(first: str, second: str) -> float:
+    from safetensors.torch import load_file
+
+    name = "unet/diffusion_pytorch_model.safetensors"
+    a, b = load_file(str(Path(first) / name)), load_file(str(Path(second) / name))
+    return max(float((a[key] - b[key]).abs().max()) for key in a)
+
+
 def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
@@ -191,7 +199,9 @@ def run_train_demo(args: argparse.Namespace) -> int:
         step=True,
     )
     image, trained = _render(survivor["checkpoint"], out / "image.png")
+    _, again = _render(survivor["checkpoint"], out / "image-again.png")
     _, base = _render("tiny", out / "base.png")
+    joiner = [s for s in summaries if s["peer"] == f"peer{args.peers}"]
     chunks = status["chunks"]
     lost = status["epoch"] * chunks + status["done"] - status["reports"]
     result = {
@@ -208,6 +218,11 @@ def run_train_demo(args: argparse.Namespace) -> int:
         "checkpoint": survivor["checkpoint"],
         "image": image,
         "differs_from_base": trained != base,
+        "renders_deterministically": trained == again,
+        # the late joiner's weights against a peer that trained from the start (fp16 averaging: tiny, not zero)
+        "late_joiner_max_diff": _max_weight_difference(joiner[0]["checkpoint"], survivor["checkpoint"])
+        if joiner
+        else None,
     }
     say(
         f"loss {result['loss_first']} -> {result['loss_last']}; {result['chunks_reassigned']} chunks reassigned, "

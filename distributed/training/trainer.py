@@ -88,15 +88,15 @@ def codec(name: str) -> Any:
     from hivemind.compression import (
         Float16Compression,
         NoCompression,
+        Quantile8BitQuantization,
         SizeAdaptiveCompression,
-        Uniform8BitQuantization,
     )
 
     if name == "fp16":
         return Float16Compression()
     if name == "8bit":  # small tensors carry their codebook's weight: they stay fp16
         return SizeAdaptiveCompression(
-            threshold=2**12, less=Float16Compression(), greater_equal=Uniform8BitQuantization()
+            threshold=2**12, less=Float16Compression(), greater_equal=Quantile8BitQuantization()
         )
     return NoCompression()
 
