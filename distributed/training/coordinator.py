@@ -124,7 +124,9 @@ def create_app(coordinator: Coordinator) -> Any:
     @app.get("/status")
     def status() -> Any:
         progress = asdict(coordinator.book.progress())
-        return {**progress, "lease_s": coordinator.book.lease_s, "peers_over_time": coordinator.peers_over_time[-500:]}
+        rate = progress["samples"] / max(1e-6, time.time() - coordinator.started)
+        extra = {"lease_s": coordinator.book.lease_s, "samples_per_s": round(rate, 2)}
+        return {**progress, **extra, "peers_over_time": coordinator.peers_over_time[-500:]}
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> Any:
@@ -132,7 +134,7 @@ def create_app(coordinator: Coordinator) -> Any:
         rows = [
             ("Epoch", p.epoch),
             ("Chunks", f"{p.done} done, {p.leased} leased, {p.pending} pending of {p.chunks}"),
-            ("Samples reported", p.samples),
+            ("Samples reported", f"{p.samples} ({p.samples / max(1e-6, time.time() - coordinator.started):.1f}/s)"),
             ("Reassigned after expiry", p.reassigned),
             ("Late or duplicate reports refused", p.refused),
             ("Last loss", "-" if p.loss is None else f"{p.loss:.4f}"),
