@@ -89,7 +89,8 @@ def encode_prompts(components: Components, prompts: list[str], clip_skip: int) -
     if clip_skip <= 1:
         return encoder(tokens.input_ids.to(components.device))[0]
     hidden = encoder(tokens.input_ids.to(components.device), output_hidden_states=True).hidden_states[-clip_skip]
-    return encoder.text_model.final_layer_norm(hidden)
+    # transformers 4.x keeps the layers under `text_model`; 5.x puts them on the model itself
+    return getattr(encoder, "text_model", encoder).final_layer_norm(hidden)
 
 
 def _image_to_tensor(image: Image.Image) -> torch.Tensor:

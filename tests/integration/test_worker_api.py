@@ -170,3 +170,24 @@ def test_auth_accepted_and_refused(twin: LocalWorker) -> None:
     assert len(ok(txt2img(twin.url, auth=AUTH))["images"]) == 1
     assert requests.get(f"{twin.url}/sdapi/v1/progress", auth=AUTH, timeout=TIMEOUT).status_code == 200
     assert AUTH[1] not in "\n".join(twin.log_lines)
+
+
+def test_clip_skip_renders_and_changes_the_picture(worker: LocalWorker) -> None:
+    """The master forwards its clip skip to every worker: it must render (transformers 4.x and 5.x lay the text
+    model out differently), say so in the infotext, and change the picture; set through /options it keeps working."""
+    from tests.helpers import pixels
+
+    plain = ok(txt2img(worker.url, seed=9))
+    skipped = ok(txt2img(worker.url, seed=9, override_settings={"CLIP_stop_at_last_layers": 2}))
+    assert "Clip skip: 2" in info(skipped)["infotexts"][0]
+    assert (pixels(plain["images"][0]) != pixels(skipped["images"][0])).any()
+    before = requests.get(f"{worker.url}/sdapi/v1/options", timeout=TIMEOUT).json()
+    try:
+        assert requests.post(f"{worker.url}/sdapi/v1/options", json={"CLIP_stop_at_last_layers": 2}, timeout=TIMEOUT).ok
+        assert "Clip skip: 2" in info(ok(txt2img(worker.url, seed=9)))["infotexts"][0]
+    finally:
+        requests.post(
+            f"{worker.url}/sdapi/v1/options",
+            json={"CLIP_stop_at_last_layers": before.get("CLIP_stop_at_last_layers", 1)},
+            timeout=TIMEOUT,
+        )
