@@ -17,6 +17,7 @@ from diffusers import (
     EulerDiscreteScheduler,
     HeunDiscreteScheduler,
     LMSDiscreteScheduler,
+    PNDMScheduler,
     UniPCMultistepScheduler,
 )
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
@@ -65,6 +66,7 @@ SAMPLERS: tuple[SamplerSpec, ...] = (
     SamplerSpec("Heun", HeunDiscreteScheduler, ("k_heun",), schedules=("uniform", "karras")),
     SamplerSpec("DDIM", DDIMScheduler, ("ddim",)),
     SamplerSpec("UniPC", UniPCMultistepScheduler, ("unipc",), schedules=_SIGMA_SCHEDULES),
+    SamplerSpec("PLMS", PNDMScheduler, ("plms",), extra_config={"skip_prk_steps": True}),  # linear multistep, as LDM's
 )
 
 SCHEDULES: tuple[ScheduleSpec, ...] = (

@@ -98,10 +98,10 @@ class Img2ImgRequest(Txt2ImgRequest):
 # Fields that change the picture in ways this worker does not implement: (field, value that is harmless)
 UNSUPPORTED: tuple[tuple[str, object], ...] = (
     ("enable_hr", False),
-    ("refiner_checkpoint", None),
+    ("refiner_checkpoint", (None, "", "None")),  # A1111 reads an empty name as no refiner
     ("restore_faces", (None, False)),
     ("tiling", (None, False)),
-    ("script_name", None),
+    ("script_name", (None, "", "None")),
     ("infotext", None),
     ("firstpass_image", None),
     ("latent_mask", None),

@@ -39,6 +39,25 @@ VERSION_TEXT = f"distributed-worker {__version__}"
 VAE_AUTOMATIC = ("Automatic", "None", None, "")
 
 
+# keys A1111 clients and its API tests read from GET /options, at A1111 1.10.1's defaults (POST keeps any key given)
+A1111_DEFAULTS: dict[str, Any] = {
+    "samples_save": True,
+    "samples_format": "png",
+    "save_images_add_number": True,
+    "grid_save": True,
+    "send_seed": True,
+    "send_size": True,
+    "sd_checkpoint_cache": 0,
+    "eta_noise_seed_delta": 0,
+    "face_restoration": False,
+    "img2img_color_correction": False,
+    "enable_emphasis": True,
+    "comma_padding_backtrack": 20,
+    "outdir_samples": "",
+    "show_progress_every_n_steps": 10,
+}
+
+
 @dataclass
 class WorkerOptions:
     """The subset of A1111's shared.opts a headless worker honours."""
@@ -50,6 +69,7 @@ class WorkerOptions:
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            **A1111_DEFAULTS,
             **self.extra,
             "sd_model_checkpoint": self.sd_model_checkpoint,
             "sd_vae": self.sd_vae,

@@ -191,3 +191,18 @@ def test_clip_skip_renders_and_changes_the_picture(worker: LocalWorker) -> None:
             json={"CLIP_stop_at_last_layers": before.get("CLIP_stop_at_last_layers", 1)},
             timeout=TIMEOUT,
         )
+
+
+def test_what_a1111_accepts_the_worker_accepts(worker: LocalWorker) -> None:
+    """PLMS; empty refiner and script names (no refiner, no script); A1111's option keys read, written, read back
+    (A1111's own test_options_write)."""
+    plms = ok(txt2img(worker.url, seed=3, sampler_name="PLMS"))
+    assert "Sampler: PLMS" in info(plms)["infotexts"][0]
+    ok(txt2img(worker.url, seed=3, refiner_checkpoint="", script_name=""))
+    ok(txt2img(worker.url, seed=3, refiner_checkpoint="None"))
+    assert txt2img(worker.url, seed=3, refiner_checkpoint="sdxl_refiner").status_code == 422
+    url = f"{worker.url}/sdapi/v1/options"
+    before = requests.get(url, timeout=TIMEOUT).json()["send_seed"]
+    assert requests.post(url, json={"send_seed": not before}, timeout=TIMEOUT).ok
+    assert requests.get(url, timeout=TIMEOUT).json()["send_seed"] is (not before)
+    requests.post(url, json={"send_seed": before}, timeout=TIMEOUT)
