@@ -125,6 +125,7 @@ def test_progress_and_interrupt_reach_only_the_callers_job(workers: dict[str, Th
         thread = threading.Thread(target=alice)
         thread.start()
         started.wait(5)
+        assert gateway.queue.wait_count(lambda count: count == 1, 10)  # alice's job is in
         assert requests.get(f"{url}/sdapi/v1/progress", timeout=5).status_code == 401
         # bob sees no job of his, and his interrupt does not touch alice's
         bob = requests.get(f"{url}/sdapi/v1/progress", auth=("bob", "pw2"), timeout=5).json()
