@@ -8,18 +8,15 @@ summed rates) and each client's latency with one M-image request alone on the id
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any
 
 import requests
-import uvicorn
 
 from distributed.bench.fleets import PAYLOAD, LocalFleet
+from distributed.worker.threaded import ThreadServer
 
 CASES = ((1, 24), (2, 12), (4, 12), (10, 4))  # (clients, images each)
 LATENCY = (1, 96, 3.0)  # a 1-image request sent 3 s into a 96-image one
@@ -45,44 +42,6 @@ class ServeRow:
     @property
     def mean_latency(self) -> float:
         return sum(self.latencies_s) / len(self.latencies_s) / self.alone_s
-
-
-class _Server(uvicorn.Server):
-    """uvicorn that says when it listens."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = threading.Event()
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        self.ready.set()
-
-    def install_signal_handlers(self) -> None:  # not the main thread
-        pass
-
-
-class _Served:
-    """An ASGI app served by uvicorn in a thread, on a port the OS chose."""
-
-    def __init__(self, app: Any) -> None:
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
-        self._server = _Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True)
-
-    def __enter__(self) -> str:
-        self._thread.start()
-        if not self._server.ready.wait(30):
-            raise RuntimeError("the gateway did not start serving within 30 s")
-        return self.url
-
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
-        self._server.should_exit = True
-        self._thread.join(10)
-        self._socket.close()
 
 
 class _Clients:
@@ -139,8 +98,8 @@ def serving_rows(local: LocalFleet, slice_s: float = 1.0, max_queue: int = 16) -
     gateway = Gateway(fleet, JobQueue(fleet, max_queue, slice_s), Catalog(fleet))
     rows = []
     try:
-        with _Served(create_app(gateway)) as url:
-            clients = _Clients(url)
+        with ThreadServer(create_app(gateway)) as server:
+            clients = _Clients(server.url)
             clients.send(1)  # the first request pays for connections and admission calls
             clients.mismatches = 0
             for count, images in CASES:

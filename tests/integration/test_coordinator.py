@@ -10,7 +10,7 @@ import requests
 from distributed.training.coordinator import Coordinator, create_app
 from distributed.training.dataset import chunks, make_synthetic
 from distributed.training.leases import LeaseBook
-from tests.threadworker import ThreadServer
+from distributed.worker.threaded import ThreadServer
 
 TOKEN = "t0ken"
 

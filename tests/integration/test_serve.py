@@ -24,7 +24,8 @@ from distributed.gateway.app import Gateway, create_app
 from distributed.gateway.catalog import Catalog
 from distributed.gateway.queue import JobQueue
 from distributed.images import decode_image_bytes
-from tests.threadworker import ThreadServer, ThreadWorker
+from distributed.worker.threaded import ThreadServer
+from tests.threadworker import ThreadWorker
 
 SPEEDS = {"fast": 600.0, "mid": 240.0, "slow": 120.0}  # 0.1, 0.25 and 0.5 s per 64x64 4-step image
 IMAGE = {"width": 64, "height": 64, "steps": 4, "sampler_name": "Euler a"}
@@ -55,6 +56,21 @@ def serving(
     finally:
         gateway.close()
         fleet.close()
+
+
+def answered(gateway: Gateway, name: str) -> threading.Event:
+    """Set when the worker's first chunk answer has come back (to break it while it holds more work)."""
+    event = threading.Event()
+    client = gateway.fleet.members[name].client
+    generate = client.generate
+
+    def watched(*args: Any) -> Any:
+        answer = generate(*args)
+        event.set()
+        return answer
+
+    client.generate = watched  # type: ignore[method-assign]
+    return event
 
 
 def urls_of(workers: dict[str, ThreadWorker]) -> dict[str, str]:
@@ -237,16 +253,7 @@ def test_a_worker_killed_while_two_jobs_share_it_loses_no_image() -> None:
         doomed.wait_ready()
         survivor.wait_ready()
         with serving({"doomed": doomed.url, "survivor": survivor.url}) as (url, gateway):
-            member = gateway.fleet.members["doomed"]
-            first_answer = threading.Event()
-            generate = member.client.generate
-
-            def watched(*args: Any) -> Any:
-                answer = generate(*args)
-                first_answer.set()
-                return answer
-
-            member.client.generate = watched  # type: ignore[method-assign]
+            first_answer = answered(gateway, "doomed")
             answers: dict[int, requests.Response] = {}
             threads = [
                 threading.Thread(target=lambda n=n: answers.__setitem__(n, post(url, 8, 1000 * n))) for n in (1, 2)
@@ -274,16 +281,7 @@ def test_a_job_the_fleet_cannot_finish_hands_back_what_arrived() -> None:
     lone = ThreadWorker("lone", emulate_ipm=600).start()
     try:
         with serving({"lone": lone.url}, no_worker_s=1.0) as (url, gateway):
-            member = gateway.fleet.members["lone"]
-            first_answer = threading.Event()
-            generate = member.client.generate
-
-            def watched(*args: Any) -> Any:
-                answer = generate(*args)
-                first_answer.set()
-                return answer
-
-            member.client.generate = watched  # type: ignore[method-assign]
+            first_answer = answered(gateway, "lone")
             outcome: dict[str, requests.Response] = {}
             thread = threading.Thread(target=lambda: outcome.__setitem__("r", post(url, 40, 500)))
             thread.start()
