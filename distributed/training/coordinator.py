@@ -106,8 +106,8 @@ def create_app(coordinator: Coordinator) -> Any:
 
     @app.post("/v1/eval", dependencies=auth)
     def evaluation(body: dict[str, Any]) -> Any:
-        """A fixed evaluation set (the first samples), the same for every peer."""
-        names = index(coordinator.dataset)[: len(body.get("samples") or [])]
+        """A fixed evaluation set (the first `count` samples), the same for every peer."""
+        names = index(coordinator.dataset)[: int(body.get("count") or 0)]
         return [sample(coordinator.dataset, name) for name in names]
 
     @app.get("/v1/dht", dependencies=auth)

@@ -231,8 +231,7 @@ def run_train(args: argparse.Namespace) -> int:
     for module in (components.vae, components.text_encoder):
         module.requires_grad_(False)
     params = [p for p in unet.parameters() if p.requires_grad]
-    eval_names = [f"{i:04d}.png" for i in range(EVAL_SAMPLES)]
-    eval_set = coordinator.call("/v1/eval", {"samples": eval_names})
+    eval_set = coordinator.call("/v1/eval", {"count": EVAL_SAMPLES})
     eval_first = evaluate(components, scheduler, eval_set)
     sent, elements = multiprocessing.Value("d", 0.0), multiprocessing.Value("d", 0.0)
     dht = hivemind.DHT(
