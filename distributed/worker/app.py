@@ -107,8 +107,13 @@ def create_app(service: WorkerService, api_auth: str | None = None, max_body: in
         return service.sd_vaes()
 
     @app.get("/sdapi/v1/loras", dependencies=[auth])
-    async def loras() -> list[dict[str, Any]]:
-        return []
+    def loras() -> list[dict[str, Any]]:
+        return service.lora_listing()
+
+    @app.post("/sdapi/v1/refresh-loras", dependencies=[auth])
+    def refresh_loras() -> Any:
+        service.refresh_loras()
+        return None
 
     @app.get("/sdapi/v1/options", dependencies=[auth])
     async def get_options() -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 A single-file checkpoint needs its ldm yaml beside it (A1111's `<name>.yaml` convention) or the SD1.x default,
 and a CLIP tokenizer and text-encoder config on disk: the yaml's `cond_stage_config.params.version` when that is a
-folder, else the Hugging Face cache (never the network). The text encoder's weights come from the checkpoint.
+folder, else the Hugging Face cache (never the network). The text encoder's weights come from the checkpoint; the
+folder needs weights only for a checkpoint that has none.
 """
 
 from __future__ import annotations
@@ -45,27 +46,66 @@ def _clip_source(yaml_path: Path | None) -> str:
     return str(version) if version else _DEFAULT_CLIP
 
 
+def _text_encoder(path: Path, source: str, state: dict[str, torch.Tensor]) -> Any:
+    """The CLIP text encoder with the checkpoint's own weights (A1111 uses those, not the folder's).
+
+    Only the folder's config is needed when the checkpoint holds the encoder; its weights are read only when the
+    checkpoint has none. transformers 4.x names the keys `text_model.*`, 5.x drops that prefix: both are matched.
+    """
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    yaml_name = path.with_suffix(".yaml").name
+    encoder_state = {k[len(_TEXT_ENCODER_PREFIX) :]: v for k, v in state.items() if k.startswith(_TEXT_ENCODER_PREFIX)}
+    try:
+        if not encoder_state:
+            return CLIPTextModel.from_pretrained(source, local_files_only=True)
+        model = CLIPTextModel(CLIPTextConfig.from_pretrained(source, local_files_only=True))
+    except (OSError, ValueError, AttributeError) as exc:
+        what = "config (config.json)" if encoder_state else "weights (the checkpoint has none)"
+        raise CheckpointLoadError(
+            f"{path.name}: the CLIP text encoder {what} in {source!r} cannot be read offline; put the tokenizer "
+            f"files and config.json there, or set cond_stage_config.params.version in {yaml_name} to such a "
+            f"folder ({type(exc).__name__}: {exc})"
+        ) from exc
+    wanted = set(model.state_dict())
+    renamed = {}
+    for name, value in encoder_state.items():
+        if name.endswith("position_ids"):
+            continue
+        key = name
+        if key not in wanted and key.startswith("text_model."):
+            key = key[len("text_model.") :]
+        elif key not in wanted and "text_model." + key in wanted:
+            key = "text_model." + key
+        renamed[key] = value
+    result = model.load_state_dict(renamed, strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith("position_ids")]
+    if missing or result.unexpected_keys:
+        raise CheckpointLoadError(
+            f"{path.name}: its text encoder does not fit the CLIP config in {source!r} "
+            f"(missing {missing[:3]}, unexpected {list(result.unexpected_keys)[:3]})"
+        )
+    return model
+
+
 def _load_single_file(path: Path) -> Components:
     from diffusers import StableDiffusionPipeline
     from safetensors.torch import load_file
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTokenizer
 
     yaml_path = path.with_suffix(".yaml")
     yaml = yaml_path if yaml_path.is_file() else None
     source = _clip_source(yaml)
     try:
         tokenizer = CLIPTokenizer.from_pretrained(source, local_files_only=True)
-        text_encoder = CLIPTextModel.from_pretrained(source, local_files_only=True)
-    except OSError as exc:
+    except (OSError, ValueError, AttributeError) as exc:
         raise CheckpointLoadError(
-            f"{path.name}: the CLIP tokenizer/text encoder config {source!r} is not on this machine "
-            f"(set cond_stage_config.params.version in {path.with_suffix('.yaml').name} to a local folder): {exc}"
+            f"{path.name}: the CLIP tokenizer {source!r} is not on this machine (a folder with vocab.json and "
+            f"merges.txt; set cond_stage_config.params.version in {yaml_path.name} to it): {exc}"
         ) from exc
     state = load_file(str(path)) if path.suffix == ".safetensors" else torch.load(path, map_location="cpu")
     state = state.get("state_dict", state)
-    encoder_state = {k[len(_TEXT_ENCODER_PREFIX) :]: v for k, v in state.items() if k.startswith(_TEXT_ENCODER_PREFIX)}
-    if encoder_state:
-        text_encoder.load_state_dict(encoder_state, strict=False)
+    text_encoder = _text_encoder(path, source, state)
     kwargs: dict[str, Any] = {"text_encoder": text_encoder, "tokenizer": tokenizer, "safety_checker": None}
     if yaml is not None:
         kwargs["original_config"] = str(yaml)

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from PIL import Image, ImageFilter, ImageOps
+from PIL import Image
 
 from distributed.images import ImageDecodeError, decode_base64_image
+from distributed.worker.hires import HIRES_UPSCALERS, HiresSpec, target_size
+from distributed.worker.imageops import Box, prepare_img2img
+from distributed.worker.lora import LoraError, LoraInfo, LoraUse, extract_lora_tags
+from distributed.worker.lora import resolve as resolve_loras
 from distributed.worker.pipeline import Inpainting
+from distributed.worker.samplers import SamplerChoice, UnknownSamplerError, resolve
 from distributed.worker.schemas import UNSUPPORTED, Img2ImgRequest, Txt2ImgRequest
-
-# A1111's extra-network syntax: <lora:name:1.0>, <hypernet:name:0.5>, ...
-EXTRA_NETWORK_RE = re.compile(r"<(\w+):([^>:]+)(?::[^>]*)?>")
 
 
 class RequestFieldError(ValueError):
@@ -25,8 +27,10 @@ class RequestFieldError(ValueError):
 
 @dataclass
 class ImageInputs:
-    init_images: list[Image.Image]
+    init_images: list[Image.Image]  # what the VAE encodes, one per image of a batch
     inpainting: Inpainting | None
+    overlays: list[Image.Image] | None = None  # pasted over each result (A1111's overlay_images)
+    paste_to: Box | None = None  # "only masked": where the render goes back into the original
 
 
 def check_supported(request: Txt2ImgRequest, max_pixels: int) -> None:
@@ -50,25 +54,61 @@ def check_supported(request: Txt2ImgRequest, max_pixels: int) -> None:
         )
 
 
-def strip_extra_networks(prompt: str, field_name: str, disabled: bool) -> str:
-    """Remove <lora:...> style tags; refuse them unless extra networks are disabled (this worker has none)."""
-    match = EXTRA_NETWORK_RE.search(prompt)
-    if match and not disabled:
-        raise RequestFieldError(field_name, f"{match.group(1)} {match.group(2)!r} is not available on this worker")
-    return EXTRA_NETWORK_RE.sub("", prompt)
+def hires_spec(
+    request: Txt2ImgRequest, choice: SamplerChoice, prompt: str, negative: str, hr_prompt: str
+) -> HiresSpec | None:
+    """The second pass a txt2img request asks for (`enable_hr`), checked; None without one. `hr_prompt` is the
+    request's hires prompt with its extra-network tags cut out (empty: the first pass's prompt)."""
+    if not request.enable_hr:
+        return None
+    upscaler = request.hr_upscaler or "Latent"  # A1111's latent_upscale_default_mode
+    if upscaler not in HIRES_UPSCALERS:
+        raise RequestFieldError(
+            "hr_upscaler", f"{upscaler!r} is not available on this worker; it has: {', '.join(HIRES_UPSCALERS)}"
+        )
+    if request.denoising_strength is None:
+        raise RequestFieldError("denoising_strength", "hires fix needs a denoising strength")
+    if request.hr_scale <= 0 and not (request.hr_resize_x or request.hr_resize_y):
+        raise RequestFieldError("hr_scale", f"must be above 0, got {request.hr_scale}")
+    to_x, to_y, cut_x, cut_y = target_size(
+        request.width, request.height, request.hr_scale, request.hr_resize_x, request.hr_resize_y
+    )
+    if to_x % 8 or to_y % 8 or to_x < 8 or to_y < 8:
+        raise RequestFieldError("hr_scale", f"the hires size {to_x}x{to_y} must be positive multiples of 8")
+    if to_x * to_y > request.width * request.height * 64:
+        raise RequestFieldError("hr_scale", f"{to_x}x{to_y} is over 8 times the first pass each way")
+    hr_choice = choice
+    if request.hr_sampler_name or request.hr_scheduler:
+        try:
+            hr_choice = resolve(
+                request.hr_sampler_name or choice.sampler.name, request.hr_scheduler or request.scheduler
+            )
+        except UnknownSamplerError as exc:
+            raise RequestFieldError("hr_" + exc.field, str(exc)) from exc
+    count = request.batch_size
+    return HiresSpec(
+        width=to_x,
+        height=to_y,
+        truncate_x=cut_x,
+        truncate_y=cut_y,
+        upscaler=upscaler,
+        steps=request.hr_second_pass_steps or request.steps,
+        denoising_strength=request.denoising_strength,
+        sampler=hr_choice,
+        prompts=[hr_prompt or prompt] * count,
+        negative_prompts=[request.hr_negative_prompt or negative] * count,
+    )
 
 
-def resize_image(image: Image.Image, mode: int, width: int, height: int) -> Image.Image:
-    """A1111's resize modes: 0 just resize, 1 crop and resize, 2 resize and fill, 3 (latent upscale) as 0."""
-    image = image.convert("RGB") if image.mode not in ("RGB", "L") else image
-    if mode == 1:
-        return ImageOps.fit(image, (width, height), Image.Resampling.LANCZOS)
-    if mode == 2:
-        inner = ImageOps.contain(image, (width, height), Image.Resampling.LANCZOS)
-        canvas = image.resize((width, height), Image.Resampling.LANCZOS)
-        canvas.paste(inner, ((width - inner.width) // 2, (height - inner.height) // 2))
-        return canvas
-    return image.resize((width, height), Image.Resampling.LANCZOS)
+def extra_networks(
+    prompt: str, field_name: str, loras: Mapping[str, LoraInfo], disabled: bool
+) -> tuple[str, list[LoraUse]]:
+    """Cut A1111's `<lora:name:weight>` style tags out of a prompt and find their files (none when disabled)."""
+    try:
+        text, tags = extract_lora_tags(prompt)
+        return text, ([] if disabled else resolve_loras(tags, loras))
+    except LoraError as exc:
+        raise RequestFieldError(field_name, str(exc)) from exc
 
 
 def _decode(text: str, field_name: str) -> Image.Image:
@@ -86,23 +126,30 @@ def image_inputs(request: Img2ImgRequest) -> ImageInputs:
             "init_images",
             f"{len(request.init_images)} images for batch_size {request.batch_size}; send 1 or one per image",
         )
-    images = [
-        resize_image(_decode(text, f"init_images[{i}]"), request.resize_mode, request.width, request.height).convert(
-            "RGB"
-        )
-        for i, text in enumerate(request.init_images)
-    ]
-    if len(images) == 1:
-        images = images * request.batch_size
+    decoded = [_decode(text, f"init_images[{i}]") for i, text in enumerate(request.init_images)]
+    if request.resize_mode == 3 and any(image.size != decoded[0].size for image in decoded):
+        raise RequestFieldError("init_images", "resize mode 3 needs init images of one size")
+    mask = _decode(request.mask, "mask") if request.mask else None
+    blur_x = request.mask_blur if request.mask_blur is not None else request.mask_blur_x
+    blur_y = request.mask_blur if request.mask_blur is not None else request.mask_blur_y
+    prepared = prepare_img2img(
+        decoded,
+        mask,
+        width=request.width,
+        height=request.height,
+        resize_mode=request.resize_mode,
+        mask_round=request.mask_round,
+        invert=bool(request.inpainting_mask_invert),
+        blur=(blur_x, blur_y),
+        full_res=request.inpaint_full_res,
+        padding=request.inpaint_full_res_padding,
+        inpainting_fill=request.inpainting_fill,
+    )
+    images = prepared.images * request.batch_size if len(prepared.images) == 1 else prepared.images
+    overlays = prepared.overlays
+    if overlays is not None and len(overlays) == 1:
+        overlays = overlays * request.batch_size
     inpainting = None
-    if request.mask:
-        mask = _decode(request.mask, "mask").convert("L")
-        if request.inpainting_mask_invert:
-            mask = ImageOps.invert(mask)
-        mask = resize_image(mask, request.resize_mode, request.width, request.height).convert("L")
-        blur_x = request.mask_blur if request.mask_blur is not None else request.mask_blur_x
-        blur_y = request.mask_blur if request.mask_blur is not None else request.mask_blur_y
-        if blur_x or blur_y:
-            mask = mask.filter(ImageFilter.GaussianBlur(radius=(blur_x, blur_y)))
-        inpainting = Inpainting(mask=mask, fill=request.inpainting_fill, round_latent_mask=request.mask_round)
-    return ImageInputs(images, inpainting)
+    if prepared.latent_mask is not None:
+        inpainting = Inpainting(prepared.latent_mask, request.inpainting_fill, request.mask_round)
+    return ImageInputs(images, inpainting, overlays, prepared.paste_to)

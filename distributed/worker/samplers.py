@@ -1,4 +1,7 @@
-"""A1111 sampler and scheduler names mapped onto diffusers schedulers.
+"""A1111's samplers and schedule types: which algorithm renders each name, and how names are split.
+
+Most samplers run A1111's own algorithms (kdiffusion.py, and A1111's DDIM in pipeline.py), so their images equal an
+A1111's for the same seed; DPM++ 2M SDE, UniPC and PLMS run diffusers' versions (close, not the same bytes).
 
 A1111 1.10 names a sampler ("DPM++ 2M") and, separately, a schedule type ("Karras"); the old combined names
 ("DPM++ 2M Karras") still work, split the way `sd_samplers.get_sampler_and_scheduler` splits them. "Automatic" means
@@ -10,28 +13,31 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from diffusers import (
-    DDIMScheduler,
-    DPMSolverMultistepScheduler,
-    EulerAncestralDiscreteScheduler,
-    EulerDiscreteScheduler,
-    HeunDiscreteScheduler,
-    LMSDiscreteScheduler,
-    PNDMScheduler,
-    UniPCMultistepScheduler,
-)
+from diffusers import DPMSolverMultistepScheduler, PNDMScheduler, UniPCMultistepScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 
 @dataclass(frozen=True)
 class SamplerSpec:
     name: str
-    scheduler_class: type[SchedulerMixin]
+    # "k": k-diffusion's algorithm (kdiffusion.K_SAMPLERS[k_name]); "ddim": A1111's DDIM; "diffusers": the class below
+    engine: str
     aliases: tuple[str, ...] = ()
     default_schedule: str = "uniform"
+    k_name: str = ""
+    scheduler_class: type[SchedulerMixin] | None = None
     extra_config: dict[str, Any] = field(default_factory=dict)
-    # schedule types this diffusers scheduler can follow
+    # schedule types this sampler can follow
     schedules: tuple[str, ...] = ("uniform",)
+    discard_penultimate: bool = False
+    uses_eta: bool = False  # ancestral: eta and s_noise apply; A1111's default eta for them is 1
+    uses_churn: bool = False  # s_churn, s_tmin, s_tmax, s_noise apply
+    second_order: bool = False  # two model calls per step: prompt editing counts steps twice, as in A1111
+
+    @property
+    def same_as_a1111(self) -> bool:
+        """Renders A1111's image for the same seed (the others are diffusers' versions of the algorithm)."""
+        return self.engine != "diffusers"
 
 
 @dataclass(frozen=True)
@@ -44,29 +50,65 @@ class ScheduleSpec:
 _SIGMA_SCHEDULES = ("uniform", "karras", "exponential")
 
 SAMPLERS: tuple[SamplerSpec, ...] = (
-    SamplerSpec(
-        "DPM++ 2M",
-        DPMSolverMultistepScheduler,
-        ("k_dpmpp_2m",),
-        "karras",
-        {"algorithm_type": "dpmsolver++", "solver_order": 2},
-        _SIGMA_SCHEDULES,
-    ),
+    SamplerSpec("DPM++ 2M", "k", ("k_dpmpp_2m",), "karras", "dpmpp_2m", schedules=_SIGMA_SCHEDULES),
     SamplerSpec(
         "DPM++ 2M SDE",
-        DPMSolverMultistepScheduler,
+        "diffusers",
         ("k_dpmpp_2m_sde",),
         "exponential",
-        {"algorithm_type": "sde-dpmsolver++", "solver_order": 2},
-        _SIGMA_SCHEDULES,
+        scheduler_class=DPMSolverMultistepScheduler,
+        extra_config={"algorithm_type": "sde-dpmsolver++", "solver_order": 2},
+        schedules=_SIGMA_SCHEDULES,
     ),
-    SamplerSpec("Euler a", EulerAncestralDiscreteScheduler, ("k_euler_a", "k_euler_ancestral")),
-    SamplerSpec("Euler", EulerDiscreteScheduler, ("k_euler",), schedules=_SIGMA_SCHEDULES),
-    SamplerSpec("LMS", LMSDiscreteScheduler, ("k_lms",), schedules=("uniform", "karras")),
-    SamplerSpec("Heun", HeunDiscreteScheduler, ("k_heun",), schedules=("uniform", "karras")),
-    SamplerSpec("DDIM", DDIMScheduler, ("ddim",)),
-    SamplerSpec("UniPC", UniPCMultistepScheduler, ("unipc",), schedules=_SIGMA_SCHEDULES),
-    SamplerSpec("PLMS", PNDMScheduler, ("plms",), extra_config={"skip_prk_steps": True}),  # linear multistep, as LDM's
+    SamplerSpec(
+        "DPM++ 2S a",
+        "k",
+        ("k_dpmpp_2s_a",),
+        "karras",
+        "dpmpp_2s_ancestral",
+        schedules=_SIGMA_SCHEDULES,
+        uses_eta=True,
+        second_order=True,
+    ),
+    SamplerSpec(
+        "Euler a",
+        "k",
+        ("k_euler_a", "k_euler_ancestral"),
+        k_name="euler_ancestral",
+        schedules=_SIGMA_SCHEDULES,
+        uses_eta=True,
+    ),
+    SamplerSpec("Euler", "k", ("k_euler",), k_name="euler", schedules=_SIGMA_SCHEDULES, uses_churn=True),
+    SamplerSpec("LMS", "k", ("k_lms",), k_name="lms", schedules=_SIGMA_SCHEDULES),
+    SamplerSpec(
+        "Heun", "k", ("k_heun",), k_name="heun", schedules=_SIGMA_SCHEDULES, uses_churn=True, second_order=True
+    ),
+    SamplerSpec(
+        "DPM2",
+        "k",
+        ("k_dpm_2",),
+        "karras",
+        "dpm_2",
+        schedules=_SIGMA_SCHEDULES,
+        discard_penultimate=True,
+        uses_churn=True,
+        second_order=True,
+    ),
+    SamplerSpec(
+        "DPM2 a",
+        "k",
+        ("k_dpm_2_a",),
+        "karras",
+        "dpm_2_ancestral",
+        schedules=_SIGMA_SCHEDULES,
+        discard_penultimate=True,
+        uses_eta=True,
+        second_order=True,
+    ),
+    SamplerSpec("DDIM", "ddim", ("ddim",), uses_eta=True),
+    SamplerSpec("UniPC", "diffusers", ("unipc",), scheduler_class=UniPCMultistepScheduler, schedules=_SIGMA_SCHEDULES),
+    # linear multistep, as LDM's
+    SamplerSpec("PLMS", "diffusers", ("plms",), scheduler_class=PNDMScheduler, extra_config={"skip_prk_steps": True}),
 )
 
 SCHEDULES: tuple[ScheduleSpec, ...] = (
@@ -132,6 +174,8 @@ def make_scheduler(choice: SamplerChoice, model_config: dict[str, Any]) -> Sched
         config["use_karras_sigmas"] = True
     elif schedule == "exponential":
         config["use_exponential_sigmas"] = True
+    if choice.sampler.scheduler_class is None:
+        raise ValueError(f"{choice.sampler.name} is not a diffusers sampler")
     scheduler: SchedulerMixin = choice.sampler.scheduler_class.from_config(config)
     return scheduler
 

@@ -97,7 +97,7 @@ class Img2ImgRequest(Txt2ImgRequest):
 
 # Fields that change the picture in ways this worker does not implement: (field, value that is harmless)
 UNSUPPORTED: tuple[tuple[str, object], ...] = (
-    ("enable_hr", False),
+    ("hr_checkpoint_name", (None, "", "Use same checkpoint")),
     ("refiner_checkpoint", (None, "", "None")),  # A1111 reads an empty name as no refiner
     ("restore_faces", (None, False)),
     ("tiling", (None, False)),
