@@ -15,11 +15,14 @@ import psutil
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from distributed import __version__
 from distributed.engine.config import parse_api_auth
 from distributed.worker.checkpoints import ModelNotFoundError
+from distributed.worker.extras import ExtrasRequest, extra_single_image, png_info, upscaler_listing
 from distributed.worker.guards import DEFAULT_MAX_BODY, BodyLimit, auth_dependency, install_auth_handler
+from distributed.worker.hires import LATENT_UPSCALERS
 from distributed.worker.requests_check import RequestFieldError
 from distributed.worker.samplers import sampler_listing, schedule_listing
 from distributed.worker.schemas import Img2ImgRequest, Txt2ImgRequest
@@ -65,6 +68,14 @@ def _at_job_boundary(path: str, work: Callable[[], Any]) -> Any:
         return _error(500, f"{type(exc).__name__}: {exc}", error=type(exc).__name__)
 
 
+async def _empty_listing() -> list[Any]:
+    return []
+
+
+class PngInfoRequest(BaseModel):
+    image: str = ""
+
+
 def create_app(service: WorkerService, api_auth: str | None = None, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
     app = FastAPI(title="distributed headless worker", version=__version__)
     app.add_middleware(BodyLimit, limit=max_body)
@@ -105,6 +116,29 @@ def create_app(service: WorkerService, api_auth: str | None = None, max_body: in
     @app.get("/sdapi/v1/sd-vae", dependencies=[auth])
     def sd_vae() -> list[dict[str, str]]:
         return service.sd_vaes()
+
+    @app.get("/sdapi/v1/upscalers", dependencies=[auth])
+    async def upscalers() -> list[dict[str, Any]]:
+        return upscaler_listing()
+
+    @app.get("/sdapi/v1/latent-upscale-modes", dependencies=[auth])
+    async def latent_upscale_modes() -> list[dict[str, Any]]:
+        return [{"name": name} for name in LATENT_UPSCALERS]
+
+    @app.get("/sdapi/v1/embeddings", dependencies=[auth])
+    async def embeddings() -> dict[str, Any]:
+        return {"loaded": {}, "skipped": {}}  # no textual-inversion embeddings on the headless worker
+
+    for empty in ("face-restorers", "realesrgan-models", "prompt-styles", "hypernetworks"):  # none here
+        app.add_api_route(f"/sdapi/v1/{empty}", _empty_listing, methods=["GET"], dependencies=[auth])
+
+    @app.post("/sdapi/v1/extra-single-image", dependencies=[auth])
+    def extras(request: ExtrasRequest) -> Any:
+        return _at_job_boundary("extra-single-image", lambda: extra_single_image(request))
+
+    @app.post("/sdapi/v1/png-info", dependencies=[auth])
+    def pnginfo(request: PngInfoRequest) -> Any:
+        return _at_job_boundary("png-info", lambda: png_info(request.image))
 
     @app.get("/sdapi/v1/loras", dependencies=[auth])
     def loras() -> list[dict[str, Any]]:

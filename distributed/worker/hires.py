@@ -21,7 +21,7 @@ LATENT_UPSCALERS: dict[str, tuple[str, bool]] = {
     "Latent (nearest)": ("nearest", False),
     "Latent (nearest-exact)": ("nearest-exact", False),
 }
-HIRES_UPSCALERS = (*LATENT_UPSCALERS, *(name for name in UPSCALERS if name != "None"))
+HIRES_UPSCALERS = (*LATENT_UPSCALERS, *UPSCALERS)
 
 
 @dataclass(frozen=True)

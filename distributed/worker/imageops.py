@@ -18,8 +18,9 @@ UPSCALERS = ("None", "Lanczos", "Nearest")
 LANCZOS = Image.Resampling.LANCZOS
 
 
-def _upscale(image: Image.Image, scale: float, name: str) -> Image.Image:
-    """A1111's Upscaler.upscale for the built-in scalers: up to three passes, then exact size by Lanczos."""
+def upscale(image: Image.Image, scale: float, name: str) -> Image.Image:
+    """A1111's Upscaler.upscale for the built-in scalers: up to three passes, then exact size by Lanczos ("None"
+    makes no pass of its own)."""
     dest_w = int((image.width * scale) // 8 * 8)
     dest_h = int((image.height * scale) // 8 * 8)
     resample = Image.Resampling.NEAREST if name == "Nearest" else LANCZOS
@@ -27,6 +28,8 @@ def _upscale(image: Image.Image, scale: float, name: str) -> Image.Image:
         if image.width >= dest_w and image.height >= dest_h and (attempt > 0 or scale != 1):
             break
         shape = image.size
+        if name == "None":
+            break
         image = image.resize((int(image.width * scale), int(image.height * scale)), resample=resample)
         if shape == image.size:
             break
@@ -40,7 +43,7 @@ def _resize(image: Image.Image, width: int, height: int, upscaler: str | None) -
         return image.resize((width, height), resample=LANCZOS)
     scale = max(width / image.width, height / image.height)
     if scale > 1.0:
-        image = _upscale(image, scale, upscaler)
+        image = upscale(image, scale, upscaler)
     if image.size != (width, height):
         image = image.resize((width, height), resample=LANCZOS)
     return image

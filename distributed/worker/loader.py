@@ -57,6 +57,8 @@ def _text_encoder(path: Path, source: str, state: dict[str, torch.Tensor]) -> An
     yaml_name = path.with_suffix(".yaml").name
     encoder_state = {k[len(_TEXT_ENCODER_PREFIX) :]: v for k, v in state.items() if k.startswith(_TEXT_ENCODER_PREFIX)}
     try:
+        if Path(source).is_dir() and not (Path(source) / "config.json").is_file():
+            raise OSError(f"no config.json in {source}")
         if not encoder_state:
             return CLIPTextModel.from_pretrained(source, local_files_only=True)
         model = CLIPTextModel(CLIPTextConfig.from_pretrained(source, local_files_only=True))
@@ -78,7 +80,12 @@ def _text_encoder(path: Path, source: str, state: dict[str, torch.Tensor]) -> An
         elif key not in wanted and "text_model." + key in wanted:
             key = "text_model." + key
         renamed[key] = value
-    result = model.load_state_dict(renamed, strict=False)
+    try:
+        result = model.load_state_dict(renamed, strict=False)
+    except RuntimeError as exc:  # shapes that differ from the config's
+        raise CheckpointLoadError(
+            f"{path.name}: its text encoder does not fit the CLIP config in {source!r}: {str(exc).splitlines()[-1]}"
+        ) from exc
     missing = [k for k in result.missing_keys if not k.endswith("position_ids")]
     if missing or result.unexpected_keys:
         raise CheckpointLoadError(

@@ -21,10 +21,7 @@ A1111_DEFAULTS: dict[str, Any] = {
     "send_size": True,
     "sd_checkpoint_cache": 0,
     "eta_noise_seed_delta": 0,
-    "face_restoration": False,
-    "img2img_color_correction": False,
     "enable_emphasis": True,
-    "comma_padding_backtrack": 20,
     "outdir_samples": "",
     "show_progress_every_n_steps": 10,
     "emphasis": "Original",
@@ -37,6 +34,7 @@ A1111_DEFAULTS: dict[str, Any] = {
     "s_noise": 1.0,
     "s_min_uncond": 0.0,
     "initial_noise_multiplier": 1.0,
+    "img2img_fix_steps": False,
 }
 # options that change the picture, at the only value this worker renders with (another value gets 422)
 A1111_FIXED: dict[str, Any] = {
@@ -49,7 +47,6 @@ A1111_FIXED: dict[str, Any] = {
     "sigma_min": 0.0,
     "sigma_max": 0.0,
     "rho": 0.0,
-    "img2img_fix_steps": False,
     "img2img_extra_noise": 0.0,
     "skip_early_cond": 0.0,
     "s_min_uncond_all": False,
@@ -61,6 +58,19 @@ A1111_FIXED: dict[str, Any] = {
     "token_merging_ratio": 0.0,
     "token_merging_ratio_hr": 0.0,
     "CLIP_stop_at_last_layers_hr": 0,
+    "img2img_color_correction": False,
+    "upscaler_for_img2img": None,
+    "use_old_hires_fix_width_height": False,
+    "hires_fix_use_firstpass_conds": False,
+    "sd_noise_schedule": "Default",
+    "use_downcasted_alpha_bar": False,
+    "enable_quantization": False,
+    "comma_padding_backtrack": 20,
+    "extra_networks_default_multiplier": 1.0,
+    "lora_functional": False,
+    "sd_unet": "Automatic",
+    "face_restoration": False,
+    "tiling": False,
 }
 
 

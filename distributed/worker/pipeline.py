@@ -66,6 +66,7 @@ class BatchSpec:
     hires: HiresSpec | None = None
     # extra networks merged around a pass (argument: the hires pass); A1111 applies LoRAs before encoding prompts
     networks: Callable[[bool], AbstractContextManager[None]] | None = None
+    img2img_fix_steps: bool = False  # A1111's option: img2img runs exactly `steps` steps
     latent_fill_seeds: list[int] | None = None  # A1111 draws "latent noise" fill from the request's first seeds
 
 
@@ -223,7 +224,8 @@ def sample_latents(components: Components, spec: BatchSpec, on_step: StepCallbac
     x = noise.next().to(dtype)
     if spec.initial_noise_multiplier != 1.0:
         x = x * spec.initial_noise_multiplier
-    samples = run_sampler(components, spec, guidance, noise, x, init_latent, blend, on_step)
+    fixed = spec.steps if spec.img2img_fix_steps else None
+    samples = run_sampler(components, spec, guidance, noise, x, init_latent, blend, on_step, fixed_steps=fixed)
     if blend is not None:
         samples = samples * blend.repaint + init_latent * blend.keep
     return samples

@@ -59,21 +59,35 @@ class Render:
         return applied(self.loaded.components, uses) if uses else nullcontext()
 
 
-def samplerparams(render: Render) -> SamplerParams:
-    """A1111's Sampler.initialize: eta from the request or the sampler family's option; churn from the request or
-    the options (0 s_tmax means infinity)."""
+_CHURN_DEFAULTS = {"s_churn": 0.0, "s_tmin": 0.0, "s_tmax": math.inf, "s_noise": 1.0}
+
+
+def churn_options(render: Render) -> dict[str, float]:
+    """The churn options that differ from the sampler's defaults: in A1111 these win over the request's fields."""
+    settings = render.settings
+    values = {key: float(settings[key]) for key in _CHURN_DEFAULTS}
+    values["s_tmax"] = values["s_tmax"] or math.inf  # 0 means infinity
+    return {key: value for key, value in values.items() if value != _CHURN_DEFAULTS[key]}
+
+
+def sampler_params(render: Render) -> SamplerParams:
+    """A1111's Sampler.initialize: eta from the request, else the sampler family's option; churn from the request,
+    except where an option differs from the sampler's default (then the option, as A1111 does)."""
     request, settings, sampler = render.request, render.settings, render.choice.sampler
     eta_default = settings["eta_ddim"] if sampler.engine == "ddim" else settings["eta_ancestral"]
+    options = churn_options(render)
 
-    def pick(value: float | None, key: str) -> float:
-        return float(value if value is not None else settings[key])
+    def pick(key: str) -> float:
+        given = getattr(request, key)
+        value = options.get(key, given if given is not None else _CHURN_DEFAULTS[key])
+        return math.inf if key == "s_tmax" and not value else float(value)
 
     return SamplerParams(
         eta=float(request.eta if request.eta is not None else eta_default),
-        s_churn=pick(request.s_churn, "s_churn"),
-        s_tmin=pick(request.s_tmin, "s_tmin"),
-        s_tmax=pick(request.s_tmax, "s_tmax") or math.inf,
-        s_noise=pick(request.s_noise, "s_noise"),
+        s_churn=pick("s_churn"),
+        s_tmin=pick("s_tmin"),
+        s_tmax=pick("s_tmax"),
+        s_noise=pick("s_noise"),
     )
 
 
@@ -98,11 +112,12 @@ def batch_spec(render: Render, all_seeds: list[int], all_subseeds: list[int], in
         inpainting=inputs.inpainting if inputs else None,
         hires=render.hires,
         networks=render.networks,
-        params=samplerparams(render),
+        params=sampler_params(render),
         randn_source=str(settings["randn_source"]),
         ensd=int(settings["eta_noise_seed_delta"] or 0),
         initial_noise_multiplier=float(multiplier if multiplier is not None else settings["initial_noise_multiplier"]),
         s_min_uncond=float(request.s_min_uncond if request.s_min_uncond is not None else settings["s_min_uncond"]),
+        img2img_fix_steps=bool(settings["img2img_fix_steps"]),
         latent_fill_seeds=all_seeds[: request.batch_size],
     )
 
@@ -143,11 +158,13 @@ def infotext_params(render: Render, seed: int, subseed: int, cfg_split: str | No
         "Denoising strength": request.denoising_strength if inputs or render.hires else None,
         "Clip skip": render.clip_skip if render.clip_skip > 1 else None,
         "ENSD": spec.ensd if spec.ensd and render.choice.sampler.uses_eta else None,
-        "Eta": spec.params.eta if request.eta is not None else None,
-        "Sigma churn": spec.params.s_churn if render.choice.sampler.uses_churn and spec.params.s_churn else None,
+        **eta_params(render, spec.params.eta),
+        "Sigma churn": churn_options(render).get("s_churn") if render.choice.sampler.uses_churn else None,
         "RNG": spec.randn_source if spec.randn_source != "GPU" else None,
         "Noise multiplier": spec.initial_noise_multiplier if spec.initial_noise_multiplier != 1.0 else None,
-        "Mask blur": mask_blur(request) if inputs and inputs.inpainting else None,
+        "Mask blur": mask_blur(request) or None if inputs and inputs.inpainting else None,
+        "Mask mode": "Inpaint not masked" if inputs and inputs.inpainting and inputs.inverted else None,
+        "Masked content": _MASKED_CONTENT.get(inputs.inpainting.fill) if inputs and inputs.inpainting else None,
         "Inpaint area": "Only masked" if inputs and inputs.paste_to else None,
         "Masked area padding": getattr(request, "inpaint_full_res_padding", None)
         if inputs and inputs.paste_to
@@ -206,6 +223,19 @@ def steps_run(request: Txt2ImgRequest, inputs: ImageInputs | None) -> int:
     if inputs is None or request.denoising_strength is None:
         return request.steps
     return max(1, min(int(request.steps * request.denoising_strength), request.steps))
+
+
+_MASKED_CONTENT = {0: "fill", 2: "latent noise", 3: "latent nothing"}
+
+
+def eta_params(render: Render, eta: float) -> dict[str, ParamValue]:
+    """A1111 writes eta only for samplers that take it, and only when it is not the sampler's default."""
+    sampler = render.choice.sampler
+    if not sampler.uses_eta:
+        return {}
+    if sampler.engine == "ddim":
+        return {"Eta DDIM": eta} if eta != 0.0 else {}
+    return {"Eta": eta} if eta != 1.0 else {}
 
 
 def mask_blur(request: Txt2ImgRequest) -> int | None:

@@ -31,6 +31,7 @@ class ImageInputs:
     inpainting: Inpainting | None
     overlays: list[Image.Image] | None = None  # pasted over each result (A1111's overlay_images)
     paste_to: Box | None = None  # "only masked": where the render goes back into the original
+    inverted: bool = False  # "inpaint not masked"
 
 
 def check_supported(request: Txt2ImgRequest, max_pixels: int) -> None:
@@ -152,4 +153,4 @@ def image_inputs(request: Img2ImgRequest) -> ImageInputs:
     inpainting = None
     if prepared.latent_mask is not None:
         inpainting = Inpainting(prepared.latent_mask, request.inpainting_fill, request.mask_round)
-    return ImageInputs(images, inpainting, overlays, prepared.paste_to)
+    return ImageInputs(images, inpainting, overlays, prepared.paste_to, bool(request.inpainting_mask_invert))

@@ -227,9 +227,11 @@ class WorkerService:
             else []
         )
         parameters = request.model_dump()
-        if isinstance(request, Img2ImgRequest) and not request.include_init_images:
-            parameters["init_images"] = None
-            parameters["mask"] = None
+        if isinstance(request, Img2ImgRequest):  # A1111's img2img model has no hires fields
+            parameters = {k: v for k, v in parameters.items() if not k.startswith(("hr_", "firstphase_", "enable_hr"))}
+            if not request.include_init_images:
+                parameters["init_images"] = None
+                parameters["mask"] = None
         return {"images": encoded, "parameters": parameters, "info": json.dumps(report)}
 
 

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from distributed.cli.localfleet import LocalWorker
-from tests.helpers import TIMEOUT, info, ok, txt2img
+from tests.helpers import TIMEOUT, info, ok, pixels, txt2img
 from tests.integration.conftest import AUTH
 from tests.threadworker import ThreadWorker
 
@@ -117,7 +117,11 @@ def test_unknown_model_is_404_naming_it(worker: LocalWorker) -> None:
         ({"width": 65}, "width"),
         ({"batch_size": "many"}, "batch_size"),
         ({"subseed_strength": 3}, "subseed_strength"),
-        ({"enable_hr": True}, "enable_hr"),
+        ({"enable_hr": True, "hr_upscaler": "R-ESRGAN 4x+", "denoising_strength": 0.5}, "hr_upscaler"),
+        ({"enable_hr": True, "hr_checkpoint_name": "other"}, "hr_checkpoint_name"),
+        ({"override_settings": {"randn_source": "TPU"}}, "override_settings.randn_source"),
+        ({"override_settings": {"pad_cond_uncond": True}}, "override_settings.pad_cond_uncond"),
+        ({"tiling": True}, "tiling"),
         ({"alwayson_scripts": {"controlnet": {"args": []}}}, "alwayson_scripts.controlnet"),
         ({"prompt": "a cat <lora:catstyle:0.8>"}, "prompt"),
         ({"width": 4096, "height": 4096}, "width"),
@@ -206,3 +210,47 @@ def test_what_a1111_accepts_the_worker_accepts(worker: LocalWorker) -> None:
     assert requests.post(url, json={"send_seed": not before}, timeout=TIMEOUT).ok
     assert requests.get(url, timeout=TIMEOUT).json()["send_seed"] is (not before)
     requests.post(url, json={"send_seed": before}, timeout=TIMEOUT)
+
+
+def test_a1111_listing_routes_and_extras(worker: LocalWorker) -> None:
+    """The utility routes A1111's own test suite calls, and the Extras upscale with the built-in upscalers."""
+    from PIL import Image
+
+    from tests.helpers import png_b64
+
+    def get(route: str) -> Any:
+        response = requests.get(f"{worker.url}/sdapi/v1/{route}", timeout=TIMEOUT)
+        assert response.status_code == 200, route
+        return response.json()
+
+    assert [u["name"] for u in get("upscalers")] == ["None", "Lanczos", "Nearest"]
+    assert "Latent (nearest-exact)" in [m["name"] for m in get("latent-upscale-modes")]
+    for empty in ("face-restorers", "realesrgan-models", "prompt-styles", "hypernetworks"):
+        assert get(empty) == []
+    assert get("embeddings") == {"loaded": {}, "skipped": {}}
+    picture = Image.new("RGB", (24, 16), (200, 30, 30))
+    url = f"{worker.url}/sdapi/v1/extra-single-image"
+    body = requests.post(url, json={"image": png_b64(picture), "upscaler_1": "Nearest"}, timeout=TIMEOUT).json()
+    assert pixels(body["image"]).shape == (32, 48, 3)  # 2x by default
+    body = requests.post(
+        url, json={"image": png_b64(picture), "resize_mode": 1, "upscaling_resize_w": 40, "upscaling_resize_h": 40,
+                   "upscaler_1": "Lanczos"}, timeout=TIMEOUT,
+    ).json()  # fmt: skip
+    assert pixels(body["image"]).shape == (40, 40, 3)
+    refused = requests.post(url, json={"image": png_b64(picture), "upscaler_1": "R-ESRGAN 4x+"}, timeout=TIMEOUT)
+    assert refused.status_code == 422 and "upscaler_1" in _detail(refused)
+    rendered = ok(txt2img(worker.url, seed=5, prompt="a red barn"))["images"][0]
+    parsed = requests.post(f"{worker.url}/sdapi/v1/png-info", json={"image": rendered}, timeout=TIMEOUT).json()
+    assert parsed["parameters"]["Prompt"] == "a red barn" and parsed["parameters"]["Seed"] == "5"
+
+
+def test_hires_fix_renders_at_the_larger_size(worker: LocalWorker) -> None:
+    plain = ok(txt2img(worker.url, seed=4))
+    hires = ok(txt2img(worker.url, seed=4, enable_hr=True, hr_scale=2, denoising_strength=0.5, hr_second_pass_steps=2))
+    assert pixels(hires["images"][0]).shape == (128, 128, 3)
+    text = info(hires)["infotexts"][0]
+    assert "Hires upscale: 2" in text and "Hires steps: 2" in text and "Denoising strength: 0.5" in text
+    resized = ok(txt2img(worker.url, seed=4, enable_hr=True, hr_resize_x=96, hr_resize_y=72, denoising_strength=0.5,
+                         hr_upscaler="Lanczos"))  # fmt: skip
+    assert pixels(resized["images"][0]).shape == (72, 96, 3)  # cut from 96x96 to the requested 96x72
+    assert pixels(plain["images"][0]).shape == (64, 64, 3)
