@@ -111,6 +111,34 @@ MUTATIONS = [
         "        self.verify = False  # mutation: certificates are never checked\n",
         ("tests/integration/test_reliability.py::test_tls_verification",),
     ),
+    Mutation(
+        "sample on another noise schedule",
+        "distributed/worker/kdiffusion.py",
+        "        t = torch.linspace(len(self.sigmas) - 1, 0, n)\n",
+        "        t = torch.linspace(len(self.sigmas) - 1, 1, n)  # mutation: not A1111's uniform schedule\n",
+        ("tests/unit/worker/test_kdiffusion.py", "tests/integration/test_worker_fidelity.py"),
+    ),
+    Mutation(
+        "use the CLIP folder's text encoder",
+        "distributed/worker/loader.py",
+        "        if not encoder_state:\n",
+        "        if True:  # mutation: the checkpoint's own text encoder is ignored\n",
+        ("tests/unit/worker/test_loader.py", "tests/integration/test_worker_fidelity.py"),
+    ),
+    Mutation(
+        "ignore emphasis",
+        "distributed/worker/conditioning.py",
+        '    if emphasis in ("None", "Ignore"):\n',
+        "    if True:  # mutation: (word:1.5) is plain text\n",
+        ("tests/unit/worker/test_prompts.py", "tests/integration/test_worker_fidelity.py"),
+    ),
+    Mutation(
+        "leave LoRAs unmerged",
+        "distributed/worker/lora.py",
+        "                    weight.copy_((weight.to(delta.dtype) + delta).to(weight.dtype))\n",
+        "                    pass  # mutation: <lora:...> tags change nothing\n",
+        ("tests/unit/worker/test_lora.py", "tests/integration/test_worker_fidelity.py"),
+    ),
 ]
 
 

@@ -42,7 +42,7 @@ class MultiCond:
     parts: tuple[tuple[ScheduledCond, float], ...]
 
 
-def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+def stack_conds(tensors: list[torch.Tensor]) -> torch.Tensor:
     """A1111's stack_conds: rows of different lengths are filled out by repeating their last vector."""
     longest = max(t.shape[0] for t in tensors)
     return torch.stack(
@@ -84,8 +84,8 @@ class Guidance:
         step = self.step
         repeats = [len(c.parts) for c in self.conds]
         weights = [[w for _, w in c.parts] for c in self.conds]
-        tensor = _stack([part.at(step) for c in self.conds for part, _ in c.parts])
-        uncond = _stack([u.at(step) for u in self.unconds])
+        tensor = stack_conds([part.at(step) for c in self.conds for part, _ in c.parts])
+        uncond = stack_conds([u.at(step) for u in self.unconds])
         batch = x.shape[0]
         x_in = torch.cat([torch.stack([x[i]] * n) for i, n in enumerate(repeats)] + [x])
         t_in = torch.cat([torch.stack([time[i]] * n) for i, n in enumerate(repeats)] + [time])

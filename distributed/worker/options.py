@@ -6,10 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from distributed.worker.conditioning import EMPHASIS_MODES
 from distributed.worker.noise import RANDN_SOURCES
 from distributed.worker.requests_check import RequestFieldError
-
-EMPHASIS_MODES = ("Original", "No norm", "None")
 
 # keys A1111 clients and its API tests read from GET /options, at A1111 1.10.1's defaults (POST keeps any key given)
 A1111_DEFAULTS: dict[str, Any] = {

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from distributed.worker.components import Components
+from distributed.worker.conditioning import encode_multicond, encode_schedule
 from distributed.worker.denoiser import Blend, EpsDenoiser, Guidance, KDenoiser, MultiCond, ScheduledCond
 from distributed.worker.hires import LATENT_UPSCALERS, HiresSpec
 from distributed.worker.imageops import resize_image
@@ -26,8 +27,9 @@ from distributed.worker.samplers import SamplerChoice, make_scheduler
 
 # Called after every sampling step with (steps done, steps in this batch); True stops the batch early.
 StepCallback = Callable[[int, int], bool]
-# (components, prompt text, steps, hires steps or None) -> the prompt's conditioning for every model call of a pass
-PromptEncoder = Callable[[Components, str, int, int | None], MultiCond]
+# (components, prompt text, steps, hires steps or None, is a negative prompt) -> the prompt's conditioning for every
+# model call of a pass
+PromptEncoder = Callable[[Components, str, int, int | None, bool], MultiCond]
 
 
 class NansError(RuntimeError):
@@ -62,7 +64,8 @@ class BatchSpec:
     ensd: int = 0
     initial_noise_multiplier: float = 1.0
     s_min_uncond: float = 0.0
-    encoder: PromptEncoder | None = None
+    emphasis: str = "Original"
+    encoder: PromptEncoder | None = None  # default: a1111_encoder(clip_skip, emphasis)
     hires: HiresSpec | None = None
     # extra networks merged around a pass (argument: the hires pass); A1111 applies LoRAs before encoding prompts
     networks: Callable[[bool], AbstractContextManager[None]] | None = None
@@ -84,10 +87,15 @@ def encode_prompts(components: Components, prompts: list[str], clip_skip: int) -
     return getattr(encoder, "text_model", encoder).final_layer_norm(hidden)
 
 
-def _plain_encoder(clip_skip: int) -> PromptEncoder:
-    def encode(components: Components, text: str, steps: int, hires_steps: int | None) -> MultiCond:
-        cond = encode_prompts(components, [text], clip_skip)[0]
-        return MultiCond(((ScheduledCond(((steps, cond),)), 1.0),))
+def a1111_encoder(clip_skip: int, emphasis: str = "Original") -> PromptEncoder:
+    """A1111's prompt handling: AND parts (positive prompts only), prompt editing, emphasis, chunks of 75 tokens."""
+
+    def encode(components: Components, text: str, steps: int, hires_steps: int | None, negative: bool) -> MultiCond:
+        args = (components.tokenizer, components.text_encoder, text, steps, clip_skip, emphasis, hires_steps)
+        parts = [(1.0, encode_schedule(*args))] if negative else encode_multicond(*args)
+        return MultiCond(
+            tuple((ScheduledCond(tuple((end, z[0]) for end, z in schedule)), weight) for weight, schedule in parts)
+        )
 
     return encode
 
@@ -167,13 +175,13 @@ def total_steps(spec: BatchSpec) -> int:
 
 
 def _guidance(components: Components, spec: BatchSpec, steps: int, hires_steps: int | None = None) -> Guidance:
-    encoder = spec.encoder or _plain_encoder(spec.clip_skip)
-    cache: dict[str, MultiCond] = {}
-    for text in [*spec.prompts, *spec.negative_prompts]:
-        if text not in cache:
-            cache[text] = encoder(components, text, steps, hires_steps)
-    conds = [cache[text] for text in spec.prompts]
-    unconds = [cache[text].parts[0][0] for text in spec.negative_prompts]
+    encoder = spec.encoder or a1111_encoder(spec.clip_skip, spec.emphasis)
+    cache: dict[tuple[str, bool], MultiCond] = {}
+    for text, negative in [*((t, False) for t in spec.prompts), *((t, True) for t in spec.negative_prompts)]:
+        if (text, negative) not in cache:
+            cache[text, negative] = encoder(components, text, steps, hires_steps, negative)
+    conds = [cache[text, False] for text in spec.prompts]
+    unconds = [cache[text, True].parts[0][0] for text in spec.negative_prompts]
     return Guidance(conds, unconds, spec.cfg_scale, spec.s_min_uncond)
 
 

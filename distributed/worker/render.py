@@ -118,6 +118,7 @@ def batch_spec(render: Render, all_seeds: list[int], all_subseeds: list[int], in
         initial_noise_multiplier=float(multiplier if multiplier is not None else settings["initial_noise_multiplier"]),
         s_min_uncond=float(request.s_min_uncond if request.s_min_uncond is not None else settings["s_min_uncond"]),
         img2img_fix_steps=bool(settings["img2img_fix_steps"]),
+        emphasis=str(settings["emphasis"]),
         latent_fill_seeds=all_seeds[: request.batch_size],
     )
 

@@ -72,6 +72,11 @@ def build_tiny_components() -> Components:
                 pad_token_id=tokenizer.pad_token_id,
             )
         )
+        # a non-zero output bias, as trained CLIPs have: A1111's emphasis restores the mean of the conditioning,
+        # which for a zero-mean output is a division of rounding noise
+        final_norm = getattr(text_encoder, "text_model", text_encoder).final_layer_norm
+        with torch.no_grad():
+            final_norm.bias.copy_(0.5 + 0.1 * torch.randn(final_norm.bias.shape))
         unet = UNet2DConditionModel(
             sample_size=8,
             in_channels=4,
