@@ -218,6 +218,7 @@ def field_cases() -> list[tuple[str, str, dict[str, Any]]]:
             {**base, "prompt": "a (photo:1.4) of a cat", "override_settings": {"emphasis": "No norm"}},
         ),
         ("s_min_uncond", "txt2img", {**base, "s_min_uncond": 2.0}),
+        ("tiling", "txt2img", {**base, "tiling": True}),
         ("variation seed", "txt2img", {**base, "subseed": 99, "subseed_strength": 0.4}),
         ("batch of 2, second image", "txt2img", {**base, "batch_size": 2, "n_iter": 1, "seed": 30}),
         ("AND with weights", "txt2img", {**base, "prompt": "a photo of a cat AND a red house :0.6"}),

@@ -45,7 +45,7 @@ class Catalog:
             try:
                 answers[member.name] = future.result()
             except WorkerHTTPError:
-                continue  # a listing this worker does not offer (an older webui, the headless worker's upscalers)
+                continue  # a listing this worker does not offer (an older webui)
             except WorkerError as error:
                 member.record_error(error)
         return {m.name: answers[m.name] for m in members if m.name in answers}  # in the fleet's order

@@ -185,6 +185,12 @@ class ModelCache:
             info.sha256 = info.sha256 or file_sha256(info.path)
         else:
             raise CheckpointLoadError(f"{info.path} no longer exists")
+        channels = int(components.unet.config.in_channels)
+        if channels != 4:
+            raise CheckpointLoadError(
+                f"{info.name}: its UNet takes {channels} input channels (an inpainting or instruct-pix2pix model); "
+                "the headless worker renders with 4-channel models only"
+            )
         for module in (components.unet, components.vae, components.text_encoder):
             module.eval()
         return components

@@ -34,6 +34,7 @@ A1111_DEFAULTS: dict[str, Any] = {
     "s_min_uncond": 0.0,
     "initial_noise_multiplier": 1.0,
     "img2img_fix_steps": False,
+    "tiling": False,
 }
 # options that change the picture, at the only value this worker renders with (another value gets 422)
 A1111_FIXED: dict[str, Any] = {
@@ -69,7 +70,6 @@ A1111_FIXED: dict[str, Any] = {
     "lora_functional": False,
     "sd_unet": "Automatic",
     "face_restoration": False,
-    "tiling": False,
 }
 
 

@@ -24,16 +24,13 @@ from distributed.worker.imageops import resize_image
 from distributed.worker.kdiffusion import K_SAMPLERS, SamplerParams, sigma_schedule
 from distributed.worker.noise import ImageNoise
 from distributed.worker.samplers import SamplerChoice, make_scheduler
+from distributed.worker.vae import decode_images, encode_images, tiling
 
 # Called after every sampling step with (steps done, steps in this batch); True stops the batch early.
 StepCallback = Callable[[int, int], bool]
 # (components, prompt text, steps, hires steps or None, is a negative prompt) -> the prompt's conditioning for every
 # model call of a pass
 PromptEncoder = Callable[[Components, str, int, int | None, bool], MultiCond]
-
-
-class NansError(RuntimeError):
-    """The model produced NaNs (A1111 raises its NansException in the same situation)."""
 
 
 @dataclass
@@ -69,6 +66,7 @@ class BatchSpec:
     hires: HiresSpec | None = None
     # extra networks merged around a pass (argument: the hires pass); A1111 applies LoRAs before encoding prompts
     networks: Callable[[bool], AbstractContextManager[None]] | None = None
+    tiling: bool = False
     img2img_fix_steps: bool = False  # A1111's option: img2img runs exactly `steps` steps
     latent_fill_seeds: list[int] | None = None  # A1111 draws "latent noise" fill from the request's first seeds
 
@@ -115,6 +113,11 @@ def unet_call(components: Components) -> Callable[[torch.Tensor, torch.Tensor, t
 
 def render_batch(components: Components, spec: BatchSpec, on_step: StepCallback) -> list[Image.Image]:
     """Render one batch; stops early (and still decodes) when `on_step` says so."""
+    with tiling(components, spec.tiling):
+        return _render_batch(components, spec, on_step)
+
+
+def _render_batch(components: Components, spec: BatchSpec, on_step: StepCallback) -> list[Image.Image]:
     networks = spec.networks or (lambda hires: nullcontext())
     if spec.hires is None:
         with networks(False), torch.inference_mode():
@@ -183,17 +186,6 @@ def _guidance(components: Components, spec: BatchSpec, steps: int, hires_steps: 
     conds = [cache[text, False] for text in spec.prompts]
     unconds = [cache[text, True].parts[0][0] for text in spec.negative_prompts]
     return Guidance(conds, unconds, spec.cfg_scale, spec.s_min_uncond)
-
-
-def encode_images(components: Components, images: list[Image.Image]) -> torch.Tensor:
-    """Pixels to latents one image at a time (A1111 samples the VAE's posterior with an unseeded generator; the
-    mean is used here, which is the same picture for real VAEs, whose posterior spread is negligible)."""
-    latents = []
-    for image in images:
-        array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-        pixels = torch.from_numpy(array).permute(2, 0, 1)[None].to(components.device, components.dtype)
-        latents.append(components.vae.encode(pixels * 2 - 1).latent_dist.mode()[0] * components.latent_scale)
-    return torch.stack(latents)
 
 
 def _latent_mask(inpainting: Inpainting, shape: tuple[int, ...]) -> torch.Tensor:
@@ -365,18 +357,3 @@ def _diffusers(
         if on_step(index + 1, total):
             break
     return latents
-
-
-def decode_images(components: Components, latents: torch.Tensor) -> list[Image.Image]:
-    """One image at a time, as A1111: clamp((x + 1) / 2), times 255, truncated to bytes."""
-    if not torch.isfinite(latents).all():
-        raise NansError("A tensor with NaNs or infinities was produced by the UNet (try a lower CFG scale).")
-    images = []
-    for latent in latents:
-        decoded = components.vae.decode((1.0 / components.latent_scale) * latent[None]).sample[0]
-        if not torch.isfinite(decoded).all():
-            raise NansError("A tensor with NaNs was produced by the VAE.")
-        pixels = torch.clamp((decoded.float() + 1.0) / 2.0, min=0.0, max=1.0)
-        array = (255.0 * np.moveaxis(pixels.cpu().numpy(), 0, 2)).astype(np.uint8)
-        images.append(Image.fromarray(array))
-    return images

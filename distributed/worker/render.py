@@ -118,6 +118,7 @@ def batch_spec(render: Render, all_seeds: list[int], all_subseeds: list[int], in
         initial_noise_multiplier=float(multiplier if multiplier is not None else settings["initial_noise_multiplier"]),
         s_min_uncond=float(request.s_min_uncond if request.s_min_uncond is not None else settings["s_min_uncond"]),
         img2img_fix_steps=bool(settings["img2img_fix_steps"]),
+        tiling=bool(request.tiling if request.tiling is not None else settings["tiling"]),
         emphasis=str(settings["emphasis"]),
         latent_fill_seeds=all_seeds[: request.batch_size],
     )
@@ -158,6 +159,7 @@ def infotext_params(render: Render, seed: int, subseed: int, cfg_split: str | No
         "Variation seed strength": request.subseed_strength if variation else None,
         "Denoising strength": request.denoising_strength if inputs or render.hires else None,
         "Clip skip": render.clip_skip if render.clip_skip > 1 else None,
+        "Tiling": "True" if spec.tiling else None,
         "ENSD": spec.ensd if spec.ensd and render.choice.sampler.uses_eta else None,
         **eta_params(render, spec.params.eta),
         "Sigma churn": churn_options(render).get("s_churn") if render.choice.sampler.uses_churn else None,

@@ -13,6 +13,7 @@ from distributed.worker.imageops import Box, prepare_img2img
 from distributed.worker.lora import LoraError, LoraInfo, LoraUse, extract_lora_tags
 from distributed.worker.lora import resolve as resolve_loras
 from distributed.worker.pipeline import Inpainting
+from distributed.worker.prompts import parse_attention, prompt_schedule, split_and
 from distributed.worker.samplers import SamplerChoice, UnknownSamplerError, resolve
 from distributed.worker.schemas import UNSUPPORTED, Img2ImgRequest, Txt2ImgRequest
 
@@ -32,6 +33,20 @@ class ImageInputs:
     overlays: list[Image.Image] | None = None  # pasted over each result (A1111's overlay_images)
     paste_to: Box | None = None  # "only masked": where the render goes back into the original
     inverted: bool = False  # "inpaint not masked"
+
+
+def check_prompts(request: Txt2ImgRequest) -> None:
+    """Parse every prompt once before queueing: a malformed weight or a nesting too deep is a 422 naming it."""
+    for name in ("prompt", "negative_prompt", "hr_prompt", "hr_negative_prompt"):
+        text = getattr(request, name)
+        try:
+            for part, _ in split_and(text):
+                prompt_schedule(part, request.steps)
+                parse_attention(part)
+        except RecursionError as exc:
+            raise RequestFieldError(name, "brackets nested too deeply") from exc
+        except ValueError as exc:
+            raise RequestFieldError(name, f"cannot be parsed: {exc}") from exc
 
 
 def check_supported(request: Txt2ImgRequest, max_pixels: int) -> None:

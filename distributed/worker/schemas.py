@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 MAX_SEED = 2**53  # JSON-safe integers; seed + image index stays below torch's limit
 MAX_BATCH_SIZE = 64
 MAX_N_ITER = 1000
-MAX_PROMPT = 100_000  # characters; CLIP reads 75 tokens per chunk, and a longer text only costs tokenizer time
+MAX_PROMPT = 20_000  # characters (about 66 chunks of 75 tokens); A1111's prompt-editing parse grows with its square
 
 
 class Txt2ImgRequest(BaseModel):
@@ -100,7 +100,6 @@ UNSUPPORTED: tuple[tuple[str, object], ...] = (
     ("hr_checkpoint_name", (None, "", "Use same checkpoint")),
     ("refiner_checkpoint", (None, "", "None")),  # A1111 reads an empty name as no refiner
     ("restore_faces", (None, False)),
-    ("tiling", (None, False)),
     ("script_name", (None, "", "None")),
     ("infotext", None),
     ("firstpass_image", None),

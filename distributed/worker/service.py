@@ -28,6 +28,7 @@ from distributed.worker.pipeline import render_batch
 from distributed.worker.render import LoadedModel, Render, batch_spec, info_json, infotext_params, steps_run
 from distributed.worker.requests_check import (
     RequestFieldError,
+    check_prompts,
     check_supported,
     extra_networks,
     hires_spec,
@@ -142,6 +143,7 @@ class WorkerService:
     # -- generation ----------------------------------------------------------------------------------------------
     def generate(self, request: Txt2ImgRequest, kind: str) -> dict[str, Any]:
         check_supported(request, self.max_pixels)
+        check_prompts(request)
         try:
             choice = resolve(request.sampler_name or request.sampler_index, request.scheduler)
         except UnknownSamplerError as exc:
@@ -188,7 +190,7 @@ class WorkerService:
         images: list[Image.Image] = []
         components = render.loaded.components
         use = LaneUse(None)
-        if self.lanes is not None and not (render.loras or render.hires_loras):  # a peer has no LoRA merged
+        if self.lanes is not None and not (render.loras or render.hires_loras or request.tiling):  # not on a peer
             use = self.lanes.prepare(components, request.batch_size, request.height, request.width)
             if use.split is not None and use.split.enabled:
                 components = replace(components, unet=use.split)

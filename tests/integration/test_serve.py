@@ -191,7 +191,7 @@ def test_bad_requests_name_the_model_or_field(workers: dict[str, ThreadWorker]) 
         models = requests.get(f"{url}/sdapi/v1/sd-models", timeout=10).json()
         samplers = requests.get(f"{url}/sdapi/v1/samplers", timeout=10).json()
         options = requests.post(f"{url}/sdapi/v1/options", json={"CLIP_stop_at_last_layers": 2}, timeout=10)
-        upscalers = requests.get(f"{url}/sdapi/v1/upscalers", timeout=10)  # the headless worker has none
+        upscalers = requests.get(f"{url}/sdapi/v1/upscalers", timeout=10)  # the headless worker's built-in three
         page = requests.get(f"{url}/", timeout=10)
         states = {w["name"]: w["state"] for w in requests.get(f"{url}/distributed/v1/workers", timeout=10).json()}
     assert missing.status_code == 404 and "no-such-model" in missing.json()["detail"]
@@ -201,7 +201,9 @@ def test_bad_requests_name_the_model_or_field(workers: dict[str, ThreadWorker]) 
     assert sorted(models[0]["workers"]) == sorted(SPEEDS)  # which worker has what
     assert "Euler a" in {s["name"] for s in samplers}
     assert page.headers["content-type"].startswith("text/html") and all(name in page.text for name in SPEEDS)
-    assert upscalers.json() == [] and set(states.values()) <= {"online", "not checked yet"}  # a 404 is not "offline"
+    assert [u["name"] for u in upscalers.json()] == ["None", "Lanczos", "Nearest"]
+    assert sorted(upscalers.json()[0]["workers"]) == sorted(SPEEDS)
+    assert set(states.values()) <= {"online", "not checked yet"}
 
 
 def test_generate_server_writes_the_images(workers: dict[str, ThreadWorker], tmp_path: Path) -> None:
