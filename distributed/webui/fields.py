@@ -11,7 +11,15 @@ from distributed.engine.costmodel import Workload
 from distributed.engine.jobs import JobSpec
 from distributed.master.payload import Checkpoint, ScriptArgs, allowed_fields, build_payload, encode_image
 
-CARRIED_OPTIONS = ("CLIP_stop_at_last_layers", "eta_noise_seed_delta", "randn_source")  # change the picture
+# the master's options that change the picture, sent with every chunk; a headless worker honours the first group and
+# refuses (422, so the chunk goes elsewhere) any of the second group that is not at A1111's default
+CARRIED_OPTIONS = (
+    "CLIP_stop_at_last_layers", "eta_noise_seed_delta", "randn_source", "emphasis", "eta_ancestral", "eta_ddim",
+    "s_churn", "s_tmin", "s_tmax", "s_noise", "img2img_fix_steps",
+    "pad_cond_uncond", "pad_cond_uncond_v0", "always_discard_next_to_last_sigma", "sgm_noise_multiplier",
+    "use_old_scheduling", "use_old_emphasis_implementation", "sigma_min", "sigma_max", "rho", "comma_padding_backtrack",
+    "img2img_extra_noise", "skip_early_cond", "s_min_uncond_all",
+)  # fmt: skip
 LISTS = (
     "all_prompts",
     "all_negative_prompts",
