@@ -160,6 +160,7 @@ def infotext_params(render: Render, seed: int, subseed: int, cfg_split: str | No
         "Denoising strength": request.denoising_strength if inputs or render.hires else None,
         "Clip skip": render.clip_skip if render.clip_skip > 1 else None,
         "Tiling": "True" if spec.tiling else None,
+        "Emphasis": spec.emphasis if spec.emphasis != "Original" and any(c in request.prompt for c in "([") else None,
         "ENSD": spec.ensd if spec.ensd and render.choice.sampler.uses_eta else None,
         **eta_params(render, spec.params.eta),
         "Sigma churn": churn_options(render).get("s_churn") if render.choice.sampler.uses_churn else None,
