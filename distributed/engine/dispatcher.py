@@ -338,7 +338,9 @@ class Job(Admission, LaneMember):
         self._stats[member.name].failed_chunks += 1
         self._failures.append(str(error))
         logger.warning("chunk %d-%d lost on %s: %s; re-queued", chunk.start, chunk.end, member.name, error)
-        if isinstance(error, WorkerModelMissing):
+        if isinstance(error, WorkerModelMissing) or (isinstance(error, WorkerHTTPError) and error.status == 422):
+            # it lacks the model, or refuses a field or option of this request (a headless worker that cannot
+            # reproduce a master's setting): this job goes on without it, on the others or the master
             self._local[member.name].excluded = str(error)
         elif isinstance(error, (WorkerHTTPError, WorkerInvalidResponse)) and not chunk.extra:
             # one worker answering garbage is that worker's fault; every worker failing the same image is the job's

@@ -18,7 +18,7 @@ from distributed.engine.client import GenerationResponse, WorkerClient
 from distributed.engine.config import FleetConfig, WorkerConfig
 from distributed.engine.costmodel import CostModel, Workload
 from distributed.engine.fleet import Fleet
-from distributed.errors import WorkerUnreachable
+from distributed.errors import WorkerHTTPError, WorkerUnreachable
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class FakeWorker:
 
     `dies_at`: from that simulated moment every call fails as unreachable (a chunk it holds is lost then).
     `hangs`: renders without end and shows no progress (a frozen GPU). `slowdown`: takes that many times its speed
-    while showing progress (slow, not dead)."""
+    while showing progress (slow, not dead). `refuses`: answers 422 naming that field (it cannot render the request)."""
 
     name: str
     runtime: SimRuntime
@@ -91,6 +91,7 @@ class FakeWorker:
     dies_at: float = math.inf
     hangs: bool = False
     slowdown: float = 1.0
+    refuses: str = ""  # answers every generation with HTTP 422 naming this field
     calls: list[str] = field(default_factory=list)
     _job: tuple[float, float] | None = None  # the chunk it renders: started, ends
 
@@ -102,6 +103,9 @@ class FakeWorker:
         now, count = self.runtime.now(), int(payload["batch_size"])
         if self._dead():
             return Delayed(WorkerUnreachable(self.name, "connection refused"), 0.0)
+        if self.refuses:
+            message = f"HTTP 422: {self.refuses}: the headless worker renders only with its default"
+            return Delayed(WorkerHTTPError(self.name, message, 422), 0.05)
         seconds = math.inf if self.hangs else (self.overhead_s + count * self.per_image_s) * self.slowdown
         self._job = (now, now + seconds)
         if now + seconds >= self.dies_at:

@@ -50,6 +50,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestFieldError)
     async def refused(request: Request, exc: RequestFieldError) -> JSONResponse:
+        logger.warning("%s refused: %s", request.url.path, exc)
         return _error(422, str(exc), fields=[exc.field], error="RequestFieldError")
 
     @app.exception_handler(ModelNotFoundError)

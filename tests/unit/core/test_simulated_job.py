@@ -82,3 +82,14 @@ def test_unmeasured_workers_start_with_single_images_and_learn() -> None:
 def test_event_kinds_read_as_their_names() -> None:
     assert f"{EventKind.DONE}" == str(EventKind.DONE) == "done"
     assert EventKind.DONE == "done"
+
+
+def test_a_worker_refusing_the_request_is_left_out_and_nothing_is_lost() -> None:
+    """A 422 naming a field (a headless worker that cannot follow one of the master's options) is that worker's
+    limit, not a bad request: the job goes on without it."""
+    rt = SimRuntime()
+    refusing = FakeWorker("strict", rt, 0.2, 0.5, refuses="override_settings.pad_cond_uncond")
+    result, job = run([refusing, FakeWorker("steady", rt, 0.2, 1.0)], rt, 8)
+    assert_exact(result, 8)
+    assert "override_settings.pad_cond_uncond" in result.excluded["strict"]
+    assert result.workers["steady"].images == 8 and not job.book.pending
