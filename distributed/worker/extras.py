@@ -11,10 +11,10 @@ from typing import Any
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from distributed.images import ImageDecodeError, decode_base64_image, png_to_base64
+from distributed.images import png_to_base64
 from distributed.infotext import parse_infotext
 from distributed.worker.imageops import UPSCALERS, upscale
-from distributed.worker.requests_check import RequestFieldError
+from distributed.worker.requests_check import RequestFieldError, decode_field
 
 
 class ExtrasRequest(BaseModel):
@@ -46,10 +46,7 @@ def upscaler_listing() -> list[dict[str, Any]]:
 def _image(text: str, field_name: str) -> Image.Image:
     if not text:
         raise RequestFieldError(field_name, "an image is required")
-    try:
-        return decode_base64_image(text)
-    except ImageDecodeError as exc:
-        raise RequestFieldError(field_name, str(exc)) from exc
+    return decode_field(text, field_name)
 
 
 def extra_single_image(request: ExtrasRequest) -> dict[str, Any]:

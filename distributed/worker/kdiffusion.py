@@ -51,10 +51,10 @@ class DiscreteSchedule:
 
     def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
         log_sigma = sigma.log()
-        dists = log_sigma - self.log_sigmas.to(sigma.device)[:, None]
-        low_idx = dists.ge(0).cumsum(dim=0).argmax(dim=0).clamp(max=self.log_sigmas.shape[0] - 2)
-        high_idx = low_idx + 1
         log_sigmas = self.log_sigmas.to(sigma.device)
+        dists = log_sigma - log_sigmas[:, None]
+        low_idx = dists.ge(0).cumsum(dim=0).argmax(dim=0).clamp(max=log_sigmas.shape[0] - 2)
+        high_idx = low_idx + 1
         low, high = log_sigmas[low_idx], log_sigmas[high_idx]
         w = ((low - log_sigma) / (low - high)).clamp(0, 1)
         return ((1 - w) * low_idx + w * high_idx).view(sigma.shape)

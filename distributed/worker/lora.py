@@ -24,6 +24,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -289,6 +290,14 @@ class _Layer:
 
 
 def load_lora_file(path: Path) -> dict[str, torch.Tensor]:
+    """The file's tensors, read once while it is unchanged (each batch and hires pass merges again; the tensors
+    are only read, never changed in place)."""
+    stat = path.stat()
+    return _read_lora_file(path, stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=4)
+def _read_lora_file(path: Path, mtime_ns: int, size: int) -> dict[str, torch.Tensor]:
     if path.suffix.lower() == ".safetensors":
         from safetensors.torch import load_file
 

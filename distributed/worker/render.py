@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from distributed import __version__
@@ -46,7 +47,7 @@ class Render:
     loras: list[LoraUse] = field(default_factory=list)  # merged for the first pass
     hires_loras: list[LoraUse] = field(default_factory=list)  # for the hires pass (the hires prompt's tags)
 
-    @property
+    @cached_property
     def lora_hashes(self) -> str | None:
         """A1111's `Lora hashes` infotext value: "name: shorthash, ..." for the first pass's LoRAs."""
         if not self.loras:

@@ -127,7 +127,8 @@ def extra_networks(
         raise RequestFieldError(field_name, str(exc)) from exc
 
 
-def _decode(text: str, field_name: str) -> Image.Image:
+def decode_field(text: str, field_name: str) -> Image.Image:
+    """A base64 picture from a request field; a bad one is a 422 naming the field."""
     try:
         return decode_base64_image(text)
     except ImageDecodeError as exc:
@@ -142,10 +143,10 @@ def image_inputs(request: Img2ImgRequest) -> ImageInputs:
             "init_images",
             f"{len(request.init_images)} images for batch_size {request.batch_size}; send 1 or one per image",
         )
-    decoded = [_decode(text, f"init_images[{i}]") for i, text in enumerate(request.init_images)]
+    decoded = [decode_field(text, f"init_images[{i}]") for i, text in enumerate(request.init_images)]
     if request.resize_mode == 3 and any(image.size != decoded[0].size for image in decoded):
         raise RequestFieldError("init_images", "resize mode 3 needs init images of one size")
-    mask = _decode(request.mask, "mask") if request.mask else None
+    mask = decode_field(request.mask, "mask") if request.mask else None
     blur_x = request.mask_blur if request.mask_blur is not None else request.mask_blur_x
     blur_y = request.mask_blur if request.mask_blur is not None else request.mask_blur_y
     prepared = prepare_img2img(
